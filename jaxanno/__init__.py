@@ -1,0 +1,1 @@
+"""jaxanno: efficient online image-classification annotation, simulated in JAX."""

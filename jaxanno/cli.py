@@ -1,0 +1,133 @@
+"""What `launch.py` does once its flags are parsed: prepare, run with progress and
+checkpoints, write results. Kept apart from absl so it can be called (and tested) directly.
+
+Workdir layout:
+  config.json      the resolved config (every preset filled in)
+  problem.json     sizes, grid points, seeds, data description, device and versions
+  metrics.csv      one row per (grid point, seed, step): settings beside metrics
+  summary.md       accuracy at a few labels-per-item levels, mean +- std over seeds
+  checkpoint.msgpack  written every `run.checkpoint_every` steps; a relaunch resumes
+  report/          plots and x@target tables (see `jaxanno.report`)
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import jax
+import numpy as np
+from ml_collections import config_dict
+
+from jaxanno import checkpoint, config as config_lib, experiment, outputs, types
+
+PROGRAM = "jit(_advance_impl)"  # name under which the simulation program is compiled
+
+
+class Progress:
+    """One line per chunk: step, labels per item, accuracy, confident fraction, ETA."""
+
+    def __init__(self, problem: experiment.Problem, quiet: bool, stream=sys.stderr):
+        self.problem, self.quiet, self.stream = problem, quiet, stream
+        self.t_start = time.perf_counter()
+        self.t_first: Optional[float] = None
+        self.step_first = 0
+
+    def __call__(self, step: int, state: types.SimState, chunks: List[Dict[str, np.ndarray]]) -> None:
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        last = {k: v[..., -1] for k, v in chunks[-1].items()}
+        n = self.problem.static.num_items
+        per_step = self.problem.static.labels_per_step
+        if self.t_first is None:  # the first chunk includes compilation
+            self.t_first, self.step_first = now, step
+            eta = "?"
+        else:
+            rate = (now - self.t_first) / max(step - self.step_first, 1)
+            left = int(np.max(np.ceil(last["open_slots"] / per_step)))
+            left = min(left, self.problem.max_steps - step)
+            eta = f"<= {rate * left:.0f}s" if left > 0 else "0s"
+        done = np.asarray(jax.device_get(state.done))
+        line = (
+            f"step {step:4d}/{self.problem.max_steps} | labels/item {last['cost_per_item'].mean():.3f}"
+            f" | top-1 {100 * last['aggregate/all/top1'].mean():5.1f}%"
+            f" | confident {last['num_confident'].mean() / n:6.1%}"
+            f" | stopped {int(done.sum())}/{done.size} | {now - self.t_start:.0f}s, ETA {eta}"
+        )
+        print(line, file=self.stream, flush=True)
+
+
+def _problem_info(problem: experiment.Problem, compiles: Dict[str, int], wall: float) -> Dict[str, Any]:
+    fs = problem.features
+    return {
+        "data": fs.description, "num_items": fs.num_items, "num_prototypes": fs.num_prototypes,
+        "num_classes": fs.num_classes, "class_names": fs.class_names, "feature_dim": int(fs.features.shape[1]),
+        "static": config_lib.static_fields(problem.static), "grid_points": problem.points,
+        "seeds": problem.seeds, "max_steps": problem.max_steps, "environment": outputs.environment(),
+        "compilations": dict(compiles), "wall_seconds": round(wall, 2),
+    }
+
+
+def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, report: bool = True) -> int:
+    """Run a launch end to end; returns a process exit code.
+
+    Bad settings are reported before anything compiles or is written.
+    """
+    try:
+        problem = experiment.prepare(cfg)
+    except config_lib.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    resolved = config_lib.to_dict(problem.cfg)
+    stamp = checkpoint.fingerprint(resolved, problem.seeds)
+    out = pathlib.Path(workdir)
+    try:
+        resume = checkpoint.load(out, experiment.blank_state(problem), stamp) if out.exists() else None
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    outputs.atomic_write_json(out / "config.json", resolved)
+    state, chunks, start = None, [], 0
+    if resume is not None:
+        state, flat, start = resume
+        chunks = [flat]
+        if not quiet:
+            print(f"resuming {out} from step {start}", file=sys.stderr)
+    progress = Progress(problem, quiet)
+    every = max(problem.cfg.run.checkpoint_every, 1)
+    last_saved = [start]
+
+    def on_chunk(step, state, chunks):
+        progress(step, state, chunks)
+        if step - last_saved[0] >= every:
+            checkpoint.save(out, state, chunks, step, stamp)
+            last_saved[0] = step
+
+    t0 = time.perf_counter()
+    with outputs.count_compiles() as compiles:
+        if resume is None or not bool(np.all(resume[0].done)):
+            result = experiment.run(problem, state=state, start_step=start, metrics=chunks, on_chunk=on_chunk)
+            state, chunks, step = result.state, result.metrics, result.steps_run
+        else:
+            step = start
+    checkpoint.save(out, state, chunks, step, stamp)
+    frame = experiment.metrics_frame(problem, [checkpoint.merge_chunks(chunks)])
+    outputs.atomic_write_csv(out / "metrics.csv", frame)
+    summary = experiment.summary_table(problem, frame)
+    outputs.atomic_write_text(out / "summary.md", summary + "\n")
+    info = _problem_info(problem, compiles, time.perf_counter() - t0)
+    outputs.atomic_write_json(out / "problem.json", info)
+    if report:
+        from jaxanno import report as report_lib
+
+        report_lib.write_report([out], out / "report")
+    print(summary)
+    n_sim = compiles.get(PROGRAM, 0)
+    print(f"\n{problem.num_grid} grid point(s) x {len(problem.seeds)} seed(s); simulation program compiled "
+          f"{n_sim} time(s), {sum(compiles.values())} XLA compilation(s) in all; "
+          f"{info['wall_seconds']:.1f}s; results in {out}")
+    return 0

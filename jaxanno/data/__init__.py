@@ -1,0 +1,114 @@
+"""Packaged data and feature sources: what an experiment labels and what the learner sees.
+
+`load_features(spec)` returns a `FeatureSet` (numpy, items first then prototypes) from a
+stand-in generator or a user's files; `make_dataset` turns it into the `types.Dataset`
+the simulator consumes, adding the real-crowd counts of its classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Tuple
+
+import jax
+import numpy as np
+
+from jaxanno import types
+from jaxanno.data import amt, standin
+
+OTHER_CLASS = "other"  # name of the extra class of distraction items
+REAL_WORKER_TYPES = ("structured_noise", "uniform_noise")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the features come from and which items to label (plain values, no config)."""
+
+    source: str = "standin"  # 'standin', 'reference', 'npz' or 'npy'
+    experiment: Optional[str] = None
+    wnids: Tuple[str, ...] = ()
+    n_data_per_class: Optional[int] = None
+    n_prototype_per_class: int = 10
+    n_data_distraction_per_class: int = 0
+    feature_dim: int = 128
+    seed: int = 0
+    features: str = ""
+    image_list: str = ""
+    labels: str = ""
+    cache_dir: str = ""
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """Features and true labels of the items to label, followed by the prototypes."""
+
+    features: np.ndarray  # (M, D) float32, possibly memory-mapped
+    labels: np.ndarray  # (M,) int32
+    num_items: int  # N: rows [0, N) are items, [N, M) prototypes
+    class_names: List[str]  # K names; the 'other' class last when present
+    wnids: Optional[List[str]]  # ImageNet wnids of the classes (real-crowd data), or None
+    description: str
+
+    @property
+    def num_prototypes(self) -> int:
+        return int(self.labels.shape[0]) - self.num_items
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_features(spec: DataSpec) -> FeatureSet:
+    """Load or generate the features of an experiment (see `DataSpec`)."""
+    if spec.source == "standin":
+        return _standin(spec)
+    from jaxanno.data import files  # real-feature loaders
+
+    return files.load(spec)
+
+
+def _standin(spec: DataSpec) -> FeatureSet:
+    wnids = list(spec.wnids)
+    features, labels, n = standin.load(
+        spec.experiment, wnids, spec.n_data_per_class, spec.n_prototype_per_class,
+        spec.feature_dim, spec.seed, spec.cache_dir,
+    )
+    names = amt.class_names()
+    return FeatureSet(
+        features=features, labels=labels, num_items=n,
+        class_names=[names.get(w.lower(), w) for w in wnids], wnids=wnids,
+        description=f"stand-in features (not ImageNet) for {spec.experiment or 'custom classes'}, width {spec.feature_dim}",
+    )
+
+
+def crowd_stats(wnids: Optional[List[str]], num_classes: int, with_other: bool, needed: bool) -> types.CrowdStats:
+    """Real-crowd counts of the classes; zero-size arrays when unavailable and unneeded.
+
+    Raises:
+      ValueError: a real-worker simulation or crowd-based prior needs classes without data.
+    """
+    try:
+        if wnids is None:
+            raise ValueError("the classes have no ImageNet wnids")
+        arrays = amt.crowd_arrays(wnids, with_other)
+    except ValueError as err:
+        if needed:
+            raise ValueError(
+                f"{err}; real-worker simulations and 'homegeneous_*' priors need classes among the "
+                "100 with real-worker data. Use worker.type 'perfect' or 'uniform' with "
+                "worker.prior.type 'predefined_homegeneous' or 'heterogeneous_*'."
+            ) from None
+        arrays = amt.empty_crowd_arrays(num_classes)
+    return types.CrowdStats(**{k: jax.device_put(v) for k, v in arrays.items()})
+
+
+def make_dataset(fs: FeatureSet, worker_type: str, prior_type: str, with_other: bool = False) -> types.Dataset:
+    """The simulator's `Dataset`: features on device plus the crowd counts of the classes."""
+    needed = worker_type in REAL_WORKER_TYPES or prior_type.startswith("homegeneous_workers")
+    wnids = None if fs.wnids is None else list(fs.wnids)
+    crowd = crowd_stats(wnids, fs.num_classes, with_other, needed)
+    return types.Dataset(
+        features=jax.device_put(np.asarray(fs.features, np.float32)),
+        labels=jax.device_put(np.asarray(fs.labels, np.int32)),
+        crowd=crowd,
+    )

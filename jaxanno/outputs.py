@@ -1,0 +1,71 @@
+"""Writing run outputs: atomic file writes, compile counting, device and version info."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import pathlib
+import platform
+from typing import Any, Dict, Iterator
+
+import jax
+import pandas as pd
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def atomic_write_csv(path: os.PathLike, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def environment() -> Dict[str, str]:
+    """Device and library versions, for results that quote timings."""
+    import flax
+    import optax
+
+    dev = jax.devices()[0]
+    return {
+        "device": f"{dev.platform}:{getattr(dev, 'device_kind', dev.platform)}",
+        "device_count": str(jax.device_count()),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+        "cpu_count": str(os.cpu_count()),
+    }
+
+
+@contextlib.contextmanager
+def count_compiles() -> Iterator[collections.Counter]:
+    """Count XLA compilations inside the block, by compiled function name."""
+    counter: collections.Counter = collections.Counter()
+
+    def listener(event: str, duration: float, **kwargs: Any) -> None:
+        if event == _COMPILE_EVENT:
+            counter[str(kwargs.get("fun_name", "?"))] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield counter
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -1,0 +1,305 @@
+"""Typed containers shared by every module: `Static`, `Params`, `Dataset`, `*State`.
+
+Three kinds of input flow through every function (``fn(static, params, data, state, key)``):
+
+* `Static`: hashable, frozen; everything that fixes array shapes or Python control flow.
+  It is a `jax.jit` static argument, so changing it recompiles.
+* `Params`: a pytree of scalar arrays; everything a sweep may vary. Never branched on in
+  Python, so new values never recompile.
+* `Dataset`: the fixed inputs of one problem (features, true labels, real-crowd counts),
+  shared by every seed and grid point.
+
+The evolving state is one `SimState`. Random keys are never stored in it: every key is
+derived from the run seed and the step index, which is what makes resume exact.
+
+Named dimensions used in shape comments:
+  N items to label, P prototypes, M = N + P, K classes, W workers, A annotation slots per
+  item, D feature width, G crowd groups, Wg workers per crowd group (padded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+WORKER_TYPES = ("perfect", "uniform", "structured_noise", "uniform_noise", "adversarial")
+PRIOR_TYPES = (
+    "homegeneous_workers",
+    "homegeneous_workers_diagonal_perfect",
+    "homegeneous_workers_perfect",
+    "heterogeneous_workers",
+    "heterogeneous_workers_diagonal_perfect",
+    "heterogeneous_workers_perfect",
+    "predefined_homegeneous",
+)
+AGGREGATORS = ("bayes", "mj")
+EM_CRITERIA = ("soft", "hard", "elbo")
+M_STEPS = ("hard", "soft")
+CLASS_PRIORS = ("uniform", "learned")
+EM_INITS = ("prior", "majority_vote")
+SAMPLERS = ("random", "greedy_task_assignment")
+LEARNER_ALGOS = ("dummy", "mlp")
+CALIBRATIONS = ("none", "temperature", "cv")
+TEMPERATURE_SOLVERS = ("reference", "exact")
+SEMI_SUPERVISED = ("none", "pseudolabel", "mixmatch")
+EARLY_STOP_SCOPES = ("local", "global")
+
+
+@dataclasses.dataclass(frozen=True)
+class EMStatic:
+    """Shape and control-flow settings of aggregation and EM."""
+
+    aggregator: str = "bayes"  # 'bayes' (Dawid-Skene posterior) or 'mj' (majority vote)
+    max_em_steps: int = 10
+    criterion: str = "soft"  # 'soft' (mean z-likelihood), 'hard' (argmax), 'elbo'
+    m_step: str = "hard"  # 'hard' (reference) or 'soft' (expected counts, classic DS)
+    class_prior: str = "uniform"  # 'uniform' (reference) or 'learned' (mean posterior)
+    init: str = "prior"  # first E-step from the prior, or from majority vote
+    warm_start: bool = False  # start EM from the previous online step's counts
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerStatic:
+    """Shape and control-flow settings of the machine learner (absent for ds_model)."""
+
+    model: Any  # a flax.linen.Module mapping (B, D) features to (B, K) logits
+    batch_size: int = 1024
+    max_epochs: int = 300
+    eval_every: int = 10
+    calibrate: str = "temperature"  # 'none', 'temperature' or 'cv'
+    cv_folds: int = 3
+    temperature_solver: str = "reference"
+    semi_supervised: str = "none"
+    early_stop_scope: str = "local"
+    prototype_as_val: bool = True
+    mixmatch_mu: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """Everything that fixes shapes or control flow. Hashable: a jit static argument."""
+
+    num_items: int  # N
+    num_prototypes: int  # P
+    num_classes: int  # K
+    num_workers: int  # W
+    feature_dim: int  # D
+    max_annotations: int = 3  # A, label slots per item
+    hit_size: int = 40
+    hits_per_step: int = 5
+    n_prototype_per_class: int = 10  # drives the validation balancing rule
+    sampler: str = "random"
+    worker_type: str = "structured_noise"
+    prior_type: str = "homegeneous_workers"
+    early_stop: bool = False  # the early stopper ends the run (it is always logged)
+    em: EMStatic = EMStatic()
+    learner: Optional[LearnerStatic] = None
+
+    @property
+    def num_rows(self) -> int:
+        """M = N + P: items followed by prototypes, the learner's row space."""
+        return self.num_items + self.num_prototypes
+
+    @property
+    def labels_per_step(self) -> int:
+        return self.hit_size * self.hits_per_step
+
+
+@struct.dataclass
+class Params:
+    """Sweepable settings: scalar arrays, never branched on in Python.
+
+    A sweep stacks several `Params` along a leading grid axis (see `config.sweep_grid`).
+    """
+
+    risk_threshold: jax.Array  # () f32, an item is confident when its risk is below it
+    budget: jax.Array  # () i32, hard cap on the total number of labels
+    max_annotation_per_worker: jax.Array  # () i32, greedy sampler's per-worker cap
+    prior_strength: jax.Array  # () f32, multiplies the Dirichlet prior pseudo-counts
+    prior_pos_count: jax.Array  # () f32, 'predefined_homegeneous' diagonal
+    prior_neg_count: jax.Array  # () f32, 'predefined_homegeneous' off-diagonal mass
+    em_epsilon: jax.Array  # () f32, convergence tolerance of the EM criterion
+    log_epsilon: jax.Array  # () f32, added inside every log p(z | y) (reference: 1e-8)
+    reliability_mean: jax.Array  # () f32, 'uniform' workers' mean diagonal
+    reliability_std: jax.Array  # () f32, 'uniform' workers' diagonal spread
+    out_of_group_noise: jax.Array  # () f32, AMT workers' mass moved out of group (0.03)
+    lr_ratio: jax.Array  # () f32, learning rate = lr_ratio * sqrt(batch)
+    weight_decay: jax.Array  # () f32, L2 added to the gradient (torch Adam style)
+    pseudo_label_threshold: jax.Array  # () f32, learner's risk threshold for pseudolabels
+    mixmatch_alpha: jax.Array  # () f32, Beta(alpha, alpha) of mix-up
+    mixmatch_weight: jax.Array  # () f32, weight of the unlabelled L2 term
+
+
+@struct.dataclass
+class CrowdStats:
+    """Real Mechanical Turk confusion counts restricted to the experiment's classes.
+
+    Holds zero-size arrays when the simulation does not use real workers.
+    """
+
+    group_totals: jax.Array  # (G, K, K) f32, summed counts of each group's workers
+    worker_counts: jax.Array  # (G, Wg, K, K) f32, each real worker's counts (padded)
+    worker_valid: jax.Array  # (G, Wg) bool, False on padding
+    class_group: jax.Array  # (K,) i32, group of each class, -1 for the 'other' class
+    global_counts: jax.Array  # (K, K) f32, all real workers' counts (prior source)
+
+
+@struct.dataclass
+class Dataset:
+    """Fixed inputs of one problem, shared by every seed and grid point."""
+
+    features: jax.Array  # (M, D) f32, items first, then prototypes
+    labels: jax.Array  # (M,) i32, true class of every row
+    crowd: CrowdStats
+
+
+@struct.dataclass
+class WorkerPool:
+    """One seed's simulated workers: true behaviour and the model's prior over it."""
+
+    true_confusion: jax.Array  # (W, K, K) f32, P(given z | true y); rows sum to 1
+    prior_alpha: jax.Array  # (W, K, K) f32, Dirichlet pseudo-counts, strength applied
+
+
+@struct.dataclass
+class AnnotationState:
+    """Labels collected so far, in fixed slots with -1 as the empty sentinel."""
+
+    worker: jax.Array  # (N, A) i32, worker id per slot, -1 when empty
+    label: jax.Array  # (N, A) i32, given label per slot, -1 when empty
+    item_count: jax.Array  # (N,) i32, filled slots per item
+    worker_count: jax.Array  # (W,) i32, labels given by each worker
+
+    @property
+    def valid(self) -> jax.Array:
+        """(N, A) bool mask of filled slots."""
+        return self.worker >= 0
+
+
+@struct.dataclass
+class EMState:
+    """Dawid-Skene estimates after the latest online step."""
+
+    counts: jax.Array  # (W, K, K) f32, (soft) label counts; alpha = strength*prior + counts
+    log_class_prior: jax.Array  # (K,) f32, log P(y); uniform unless learned
+    posterior: jax.Array  # (N, K) f32, P(y | labels, learner); rows sum to 1
+    risk: jax.Array  # (N,) f32, 1 - max_y posterior
+    iterations: jax.Array  # () i32, EM iterations run at the latest step
+
+
+@struct.dataclass
+class LearnerState:
+    """The learner's output carried between online steps."""
+
+    probs: jax.Array  # (M, K) f32, calibrated probabilities used as the label prior
+    best_loss: jax.Array  # () f32, best validation loss so far ('global' scope)
+    last_loss: jax.Array  # () f32, validation loss of the latest fit
+    temperature: jax.Array  # () f32, calibration temperature of the latest fit
+
+
+@struct.dataclass
+class StopperState:
+    """The reference's early stopper over the number of confident items."""
+
+    history_len: jax.Array  # () i32, entries recorded so far
+    max_confident: jax.Array  # () i32, running maximum of the confident count
+    last_max_index: jax.Array  # () i32, latest entry index equal to the maximum
+    fired_step: jax.Array  # () i32, first step at which it fired, -1 if never
+    fired_cost: jax.Array  # () i32, labels collected when it first fired, -1 if never
+
+
+@struct.dataclass
+class SimState:
+    """The whole state of one simulated online annotation run."""
+
+    step: jax.Array  # () i32, online steps completed (0 after the initial fit)
+    done: jax.Array  # () bool, frozen once True
+    workers: WorkerPool
+    annotations: AnnotationState
+    em: EMState
+    learner: Optional[LearnerState]
+    stopper: StopperState
+
+
+class SubsetMetrics(NamedTuple):
+    """Accuracy and calibration of a belief over one subset of items."""
+
+    top1: jax.Array  # () f32, NaN when the subset is empty
+    top5: jax.Array
+    top10: jax.Array
+    ece: jax.Array  # () f32, 10 equal-width bins
+    n_correct: jax.Array  # () i32
+    n_items: jax.Array  # () i32
+
+
+class BeliefMetrics(NamedTuple):
+    """Metrics of one belief over all, confident and unconfident items."""
+
+    all: SubsetMetrics
+    confident: SubsetMetrics
+    unconfident: SubsetMetrics
+
+
+class StepMetrics(NamedTuple):
+    """What is logged after every online step (one row per step and seed)."""
+
+    step: jax.Array  # () i32
+    active: jax.Array  # () bool, False on rows after the run stopped
+    cost: jax.Array  # () i32, labels collected
+    cost_per_item: jax.Array  # () f32
+    frac_labelled: jax.Array  # () f32, items with at least one label
+    num_confident: jax.Array  # () i32
+    open_slots: jax.Array  # () i32, free slots of unconfident items (work left at most)
+    em_iterations: jax.Array  # () i32
+    early_stop_fired: jax.Array  # () bool, the early stopper has fired by this step
+    aggregate: BeliefMetrics
+    learner: Optional[BeliefMetrics]
+
+
+def zeros_like_shapes(tree: Any) -> Any:
+    """Concrete zero arrays for a pytree of `jax.ShapeDtypeStruct` (no compilation)."""
+    return jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), tree)
+
+
+PARAM_DEFAULTS = dict(
+    risk_threshold=0.1,
+    budget=2**31 - 1,
+    max_annotation_per_worker=2000,
+    prior_strength=10.0,
+    prior_pos_count=2.0,
+    prior_neg_count=1.0,
+    em_epsilon=1e-3,
+    log_epsilon=1e-8,
+    reliability_mean=0.8,
+    reliability_std=0.1,
+    out_of_group_noise=0.03,
+    lr_ratio=1e-4,
+    weight_decay=1e-3,
+    pseudo_label_threshold=0.1,
+    mixmatch_alpha=0.75,
+    mixmatch_weight=75.0,
+)
+_INT_PARAMS = ("budget", "max_annotation_per_worker")
+
+
+def make_params(**overrides: Any) -> Params:
+    """The one casting factory for `Params` (reference defaults, then `overrides`).
+
+    Every value becomes a jnp array of a fixed dtype, so new values never retrace. Values
+    may also be arrays with a leading grid axis (see `config.sweep_grid`).
+    """
+    unknown = set(overrides) - set(PARAM_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown Params fields {sorted(unknown)}; known: {sorted(PARAM_DEFAULTS)}")
+    values = {**PARAM_DEFAULTS, **overrides}
+    return Params(
+        **{
+            name: jax.device_put(np.asarray(v, np.int32 if name in _INT_PARAMS else np.float32))
+            for name, v in values.items()
+        }
+    )
