@@ -5,6 +5,7 @@ Workdir layout:
   config.json      the resolved config (every preset filled in)
   problem.json     sizes, grid points, seeds, data description, device and versions
   metrics.csv      one row per (grid point, seed, step): settings beside metrics
+  runs.csv         one row per (grid point, seed): stop reason, end point, early-stop point
   summary.md       accuracy at a few labels-per-item levels, mean +- std over seeds
   checkpoint.msgpack  written every `run.checkpoint_every` steps; a relaunch resumes
   report/          plots and x@target tables (see `jaxanno.report`)
@@ -117,6 +118,7 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
     checkpoint.save(out, state, chunks, step, stamp)
     frame = experiment.metrics_frame(problem, [checkpoint.merge_chunks(chunks)])
     outputs.atomic_write_csv(out / "metrics.csv", frame)
+    outputs.atomic_write_csv(out / "runs.csv", experiment.runs_frame(problem, state, frame))
     summary = experiment.summary_table(problem, frame)
     outputs.atomic_write_text(out / "summary.md", summary + "\n")
     info = _problem_info(problem, compiles, time.perf_counter() - t0)

@@ -235,3 +235,30 @@ def summary_table(problem: Problem, frame: pd.DataFrame, levels: Sequence[float]
         end = runs["end_cost_per_item"]
         lines.append(f"| {grid} | {settings} | " + " | ".join(cells) + f" | {end.mean():.2f} ± {end.std(ddof=0):.2f} |")
     return "\n".join(lines)
+
+
+def runs_frame(problem: Problem, state: types.SimState, frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (grid point, seed): how the run ended and where the early stopper fired.
+
+    Columns: grid, seed, swept settings, steps, stop_reason, cost_per_item,
+    'aggregate/all/top1' (and 'learner/all/top1') at the end, early_stop_step and
+    early_stop_cost_per_item (NaN when the stopper never fired).
+    """
+    st = jax.device_get(state)
+    n = problem.static.num_items
+    last = frame.groupby(["grid", "seed"]).tail(1).set_index(["grid", "seed"])
+    rows = []
+    for g, point in enumerate(problem.points):
+        for s, seed in enumerate(problem.seeds):
+            fired = int(st.stopper.fired_step[g, s])
+            end = last.loc[(g, seed)]
+            row = {"grid": g, "seed": seed, **point, "steps": int(st.step[g, s]),
+                   "stop_reason": types.STOP_REASONS[int(st.stop_reason[g, s])],
+                   "cost_per_item": float(end["cost_per_item"]),
+                   "aggregate/all/top1": float(end["aggregate/all/top1"]),
+                   "early_stop_step": fired if fired >= 0 else np.nan,
+                   "early_stop_cost_per_item": int(st.stopper.fired_cost[g, s]) / n if fired >= 0 else np.nan}
+            if "learner/all/top1" in end:
+                row["learner/all/top1"] = float(end["learner/all/top1"])
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -55,6 +55,7 @@ def init_state(static: Static, params: Params, data: Dataset, key: jax.Array) ->
     return SimState(
         step=jnp.int32(-1),
         done=jnp.bool_(False),
+        stop_reason=jnp.int32(0),
         workers=workers.init_pool(static, params, data.crowd, k_pool),
         annotations=sampler.init_annotations(static),
         em=em_state,
@@ -69,15 +70,17 @@ def _check_stop(static: Static, params: Params, state: SimState) -> SimState:
     cost = state.annotations.item_count.sum()
     num_confident = (state.em.risk < params.risk_threshold).sum()
     stopper, fires = sampler.update_stopper(static, state.stopper, num_confident, cost, state.step)
-    stop = (
-        sampler.all_finished(static, params, state)
-        | sampler.no_worker_left(static, params, state.annotations)
-        | (cost >= params.budget)
-        | (static.early_stop & fires)
-    )
+    reasons = jnp.stack([  # in the order of types.STOP_REASONS[1:]
+        sampler.all_finished(static, params, state),
+        cost >= params.budget,
+        sampler.no_worker_left(static, params, state.annotations),
+        static.early_stop & fires,
+    ])
+    stop = ~initial & ~state.done & reasons.any()
     keep_old = initial | state.done
     stopper = jax.tree.map(lambda old, new: jnp.where(keep_old, old, new), state.stopper, stopper)
-    return state.replace(stopper=stopper, done=state.done | (~initial & stop))
+    reason = jnp.where(stop, jnp.argmax(reasons) + 1, state.stop_reason).astype(jnp.int32)
+    return state.replace(stopper=stopper, done=state.done | stop, stop_reason=reason)
 
 
 def _collect_labels(static: Static, params: Params, data: Dataset, state: SimState, key: jax.Array):

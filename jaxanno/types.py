@@ -213,12 +213,16 @@ class StopperState:
     fired_cost: jax.Array  # () i32, labels collected when it first fired, -1 if never
 
 
+STOP_REASONS = ("running", "all_confident_or_full", "budget_spent", "no_worker_left", "early_stop")
+
+
 @struct.dataclass
 class SimState:
     """The whole state of one simulated online annotation run."""
 
     step: jax.Array  # () i32, online steps completed (0 after the initial fit)
     done: jax.Array  # () bool, frozen once True
+    stop_reason: jax.Array  # () i32, index into STOP_REASONS (0 while running)
     workers: WorkerPool
     annotations: AnnotationState
     em: EMState
