@@ -183,12 +183,16 @@ def elbo(
     alpha: jax.Array,
     log_class_prior: jax.Array,
 ) -> jax.Array:
-    """() evidence lower bound per label, with crowd-kit's clipping conventions."""
+    """() crowd-kit's evidence lower bound per label (its convergence statistic).
+
+    As crowd-kit computes it, the class prior enters once per label rather than once per
+    item; reproducing that is what makes the 'elbo' criterion stop where crowd-kit stops.
+    """
     codes, valid = slot_codes(annotations, static.num_classes), annotations.valid
     table = likelihood_table(alpha, params.log_epsilon)
-    joint = log_likelihood(table, codes, valid) + log_class_prior
-    annotated = _annotated(annotations)[:, None]
-    q = jnp.where(annotated, posterior, 0.0)
+    n_labels = valid.sum(-1, keepdims=True).astype(jnp.float32)
+    joint = log_likelihood(table, codes, valid) + n_labels * log_class_prior
+    q = jnp.where(_annotated(annotations)[:, None], posterior, 0.0)
     entropy = -(q * jnp.log(jnp.maximum(q, _PROB_FLOOR))).sum()
     return ((q * joint).sum() + entropy) / jnp.maximum(valid.sum(), 1)
 

@@ -1,0 +1,74 @@
+"""Shared tiny fixtures. Shapes are tiny so that every compile takes a second or two."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from jaxanno import data as data_lib
+from jaxanno import types
+
+VERTEBRATE4 = ["n02138441", "n02326432", "n01558993", "n02009229"]  # 4 classes of split 1
+
+
+@pytest.fixture(autouse=True)
+def clear_trace_counter():
+    chex.clear_trace_counter()
+    yield
+
+
+def tiny_static(**overrides) -> types.Static:
+    base = dict(num_items=48, num_prototypes=16, num_classes=4, num_workers=6, feature_dim=6,
+                max_annotations=3, hit_size=5, hits_per_step=2, n_prototype_per_class=4)
+    base.update(overrides)
+    return types.Static(**base)
+
+
+def tiny_dataset(static: types.Static, seed: int = 0, separation: float = 3.0) -> types.Dataset:
+    """Gaussian blobs with the real-crowd counts of 4 Vertebrate classes."""
+    rng = np.random.default_rng(seed)
+    n, p, k, d = static.num_items, static.num_prototypes, static.num_classes, static.feature_dim
+    labels = np.concatenate([np.arange(n) % k, np.arange(p) % k]).astype(np.int32)
+    means = rng.normal(size=(k, d)) * separation
+    feats = (means[labels] + rng.normal(size=(n + p, d))).astype(np.float32)
+    fs = data_lib.FeatureSet(features=feats, labels=labels, num_items=n, class_names=VERTEBRATE4[:k],
+                             wnids=VERTEBRATE4[:k], description="test blobs")
+    return data_lib.make_dataset(fs, "structured_noise", "homegeneous_workers")
+
+
+@pytest.fixture(scope="session")
+def static():
+    return tiny_static()
+
+
+@pytest.fixture(scope="session")
+def dataset(static):
+    return tiny_dataset(static)
+
+
+@pytest.fixture(scope="session")
+def params():
+    return types.make_params()
+
+
+def random_annotations(rng, n, a, w, k, fill=0.7):
+    """(N, A) worker / label arrays with -1 in empty slots (filled left to right)."""
+    counts = rng.binomial(a, fill, size=n)
+    workers = np.full((n, a), -1, np.int32)
+    labels = np.full((n, a), -1, np.int32)
+    for i in range(n):
+        ws = rng.choice(w, size=counts[i], replace=False)
+        workers[i, : counts[i]] = ws
+        labels[i, : counts[i]] = rng.integers(0, k, counts[i])
+    return workers, labels
+
+
+def annotation_state(workers, labels, num_workers):
+    valid = workers >= 0
+    wc = np.bincount(workers[valid], minlength=num_workers).astype(np.int32)
+    return types.AnnotationState(
+        worker=jax.device_put(workers), label=jax.device_put(labels),
+        item_count=jax.device_put(valid.sum(1).astype(np.int32)), worker_count=jax.device_put(wc),
+    )

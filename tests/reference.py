@@ -1,0 +1,181 @@
+"""Slow, obvious NumPy float64 implementations of the reference behaviour, for tests.
+
+Written from REFERENCE.md with plain loops, independently of the JAX code paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOG_EPS = 1e-8
+
+
+def confusion(alpha):
+    """(W, K, K) p(z | y, j) from pseudo-counts, clipped like jaxanno (1e-10)."""
+    a = np.maximum(np.asarray(alpha, np.float64), 1e-10)
+    return a / a.sum(-1, keepdims=True)
+
+
+def log_belief(alpha, workers, labels, log_prior=None, learner=None, log_eps=LOG_EPS):
+    """(N, K) unnormalised log posterior by looping over items and their labels."""
+    conf = confusion(alpha)
+    n, a = workers.shape
+    k = conf.shape[-1]
+    out = np.zeros((n, k))
+    for i in range(n):
+        out[i] = np.log(1.0 / k) if log_prior is None else log_prior
+        for s in range(a):
+            if workers[i, s] >= 0:
+                out[i] += np.log(conf[workers[i, s], :, labels[i, s]] + log_eps)
+        if learner is not None:
+            out[i] += np.log(learner[i] + 1e-8)
+    return out
+
+
+def softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(-1, keepdims=True)
+
+
+def hard_counts(workers, labels, label_hat, num_workers, k):
+    counts = np.zeros((num_workers, k, k))
+    for i in range(workers.shape[0]):
+        for s in range(workers.shape[1]):
+            if workers[i, s] >= 0:
+                counts[workers[i, s], label_hat[i], labels[i, s]] += 1
+    return counts
+
+
+def soft_counts(workers, labels, post, num_workers, k):
+    counts = np.zeros((num_workers, k, k))
+    for i in range(workers.shape[0]):
+        for s in range(workers.shape[1]):
+            if workers[i, s] >= 0:
+                counts[workers[i, s], :, labels[i, s]] += post[i]
+    return counts
+
+
+def mean_label_likelihood(workers, labels, label_hat, alpha):
+    conf = confusion(alpha)
+    vals = [conf[workers[i, s], label_hat[i], labels[i, s]]
+            for i in range(workers.shape[0]) for s in range(workers.shape[1]) if workers[i, s] >= 0]
+    return float(np.mean(vals))
+
+
+def em(prior_alpha, workers, labels, max_steps=10, eps=1e-3, criterion="soft", m_step="hard", learner=None):
+    """The reference EM of one online step (reset counts, E / M / statistic / check).
+
+    Returns (counts, iterations). Assumes no exact ties in the hard M-step.
+    """
+    num_workers, k, _ = prior_alpha.shape
+    counts = np.zeros_like(prior_alpha, dtype=np.float64)
+    if not (workers >= 0).any():
+        return counts, 0
+    prev_stat, prev_hat = None, None
+    for i in range(max_steps):
+        lb = log_belief(prior_alpha + counts, workers, labels, learner=learner)
+        post = softmax(lb)
+        hat = lb.argmax(-1)
+        if m_step == "hard":
+            counts = hard_counts(workers, labels, hat, num_workers, k)
+        else:
+            counts = soft_counts(workers, labels, post, num_workers, k)
+        stat = mean_label_likelihood(workers, labels, hat, prior_alpha + counts)
+        if i > 0:
+            if criterion == "soft" and abs(stat - prev_stat) < eps:
+                return counts, i + 1
+            if criterion == "hard" and np.all(hat == prev_hat):
+                return counts, i + 1
+        prev_stat, prev_hat = stat, hat
+    return counts, max_steps
+
+
+def majority_vote(labels, valid, k):
+    votes = np.zeros((labels.shape[0], k))
+    for i in range(labels.shape[0]):
+        for s in range(labels.shape[1]):
+            if valid[i, s]:
+                votes[i, labels[i, s]] += 1
+    total = votes.sum(-1, keepdims=True)
+    return np.where(total > 0, votes / np.where(total > 0, total, 1), 1.0 / k)
+
+
+def real_worker_matrix(group_totals, worker_counts, picked, class_group, noise, diagonal_only=False):
+    """One AMT-derived worker: totals + 10 x picked worker, normalised, out-of-group move."""
+    m = sum(group_totals[g] + 10.0 * worker_counts[g, picked[g]] for g in range(len(picked)))
+    m = m / m.sum(1, keepdims=True)
+    k = m.shape[0]
+    if diagonal_only:
+        d = np.diag(m).copy()
+        m = np.tile(((1 - d) / (k - 1))[:, None], (1, k))
+        np.fill_diagonal(m, d)
+    out = m.copy()
+    for i in range(k):
+        if class_group[i] < 0:
+            continue
+        same = np.array([j == i or class_group[j] == class_group[i] for j in range(k)])
+        if (~same).sum() == 0:
+            continue
+        mass = m[i, same].sum()
+        out[i, same] = m[i, same] * (1 - noise)
+        out[i, ~same] = m[i, ~same] + mass * noise / (~same).sum()
+    return out
+
+
+def prior(kind, g, own, strength, pos=2.0, neg=1.0):
+    """Dirichlet prior of one worker (REFERENCE section 3); g global counts, own true matrix."""
+    k = g.shape[0]
+    if kind == "predefined_homegeneous":
+        p = np.full((k, k), neg / k)
+        np.fill_diagonal(p, pos)
+        return p * strength
+    src = g if kind.startswith("homegeneous") else own
+    if kind.endswith("_workers"):
+        p = np.full((k, k), (src.sum(1).mean() - np.diag(src).mean()) / (k - 1))
+        np.fill_diagonal(p, np.diag(src).mean())
+    elif kind.endswith("diagonal_perfect"):
+        p = np.tile(((src.sum(1) - np.diag(src)) / (k - 1))[:, None], (1, k))
+        np.fill_diagonal(p, np.diag(src))
+    else:
+        p = src.copy()
+    return p * strength
+
+
+def lowered_threshold(risk, room, threshold, hit_size):
+    """The reference's loop: lower by 0.01 until `hit_size` items qualify (None if never)."""
+    if room.sum() < hit_size:
+        return None
+    t = threshold
+    while ((risk > t) & room).sum() < hit_size:
+        t -= 0.01
+    return t
+
+
+def early_stopper(confident_counts, costs, n_items, window):
+    """Index of the first step at which the reference's early stopper fires, or None."""
+    history = []
+    for idx, (num, cost) in enumerate(zip(confident_counts, costs)):
+        history.append(num)
+        if len(history) <= window or cost < n_items / 2.0:
+            continue
+        if len(history) > 3 and not np.any(max(history) == np.array(history[-window:])):
+            return idx
+    return None
+
+
+def topk_accuracy(belief, labels, k):
+    order = np.argsort(belief, 1)[:, ::-1]
+    return np.any(order[:, :k] == labels[:, None], 1)
+
+
+def ece(belief, labels, bins=10):
+    conf = belief.max(1)
+    pred = belief.argmax(1)
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        sel = (conf > lo) & (conf <= hi)
+        if sel.sum():
+            total += abs((pred[sel] == labels[sel]).mean() - conf[sel].mean()) * sel.sum() / len(conf)
+    return total

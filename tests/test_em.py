@@ -1,0 +1,177 @@
+"""EM and aggregation against float64 NumPy references and crowd-kit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxanno import em, types
+from tests import reference
+from tests.conftest import annotation_state, random_annotations, tiny_static
+
+N, A, W, K = 30, 3, 5, 4
+
+
+def _static(**em_fields):
+    return tiny_static(num_items=N, num_workers=W, num_classes=K, em=types.EMStatic(**em_fields))
+
+
+def _problem(seed, accuracy=0.75):
+    """Random workers that are right with prob `accuracy`, random positive priors."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, K, N)
+    workers, labels = random_annotations(rng, N, A, W, K, fill=0.8)
+    right = rng.random((N, A)) < accuracy
+    labels = np.where(workers >= 0, np.where(right, truth[:, None], labels), -1).astype(np.int32)
+    prior = rng.uniform(0.5, 3.0, size=(W, K, K)) + 4.0 * np.eye(K)
+    return workers, labels, prior.astype(np.float32)
+
+
+_run_em = jax.jit(em.run_em, static_argnums=(0, 8))
+
+
+def _em(static, params, workers, labels, prior, learner=None):
+    ann = annotation_state(workers, labels, W)
+    log_learner = None if learner is None else jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8)
+    counts0 = jnp.zeros((W, K, K), jnp.float32)
+    log_prior = jnp.full((K,), -np.log(K), jnp.float32)
+    return ann, _run_em(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0), False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_posterior_matches_numpy_reference(seed, params):
+    workers, labels, prior = _problem(seed)
+    rng = np.random.default_rng(seed + 10)
+    learner = rng.dirichlet(np.ones(K), size=N)
+    static = _static()
+    ann = annotation_state(workers, labels, W)
+    got = em.posterior(static, params, ann, jnp.asarray(prior), jnp.full((K,), -np.log(K)), jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8))
+    want = reference.softmax(reference.log_belief(prior, workers, labels, learner=learner))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got).sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("criterion", ["soft", "hard"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_hard_m_step_em_matches_reference(criterion, seed, params):
+    workers, labels, prior = _problem(seed)
+    static = _static(criterion=criterion, m_step="hard")
+    _, result = _em(static, params, workers, labels, prior)
+    want_counts, want_iters = reference.em(prior, workers, labels, criterion=criterion, m_step="hard")
+    np.testing.assert_array_equal(result.counts, want_counts)
+    assert int(result.iterations) == want_iters
+
+
+def test_soft_m_step_em_matches_reference(params):
+    workers, labels, prior = _problem(5)
+    rng = np.random.default_rng(7)
+    learner = rng.dirichlet(np.ones(K) * 2, size=N)
+    static = _static(criterion="soft", m_step="soft")
+    _, result = _em(static, params, workers, labels, prior, learner)
+    want_counts, want_iters = reference.em(prior, workers, labels, m_step="soft", learner=learner)
+    np.testing.assert_allclose(result.counts, want_counts, rtol=1e-4, atol=1e-4)
+    assert int(result.iterations) == want_iters
+
+
+def test_em_is_skipped_without_labels(params):
+    empty = np.full((N, A), -1, np.int32)
+    _, prior = None, np.ones((W, K, K), np.float32)
+    _, result = _em(_static(), params, empty, empty, prior)
+    assert int(result.iterations) == 0
+    np.testing.assert_array_equal(result.counts, 0.0)
+
+
+def test_vmapped_em_freezes_converged_lanes_like_single_runs(params):
+    static = _static(criterion="soft", max_em_steps=6)
+    problems = [_problem(s, accuracy=a) for s, a in [(0, 0.95), (1, 0.4), (2, 0.7)]]
+    singles = [_em(static, params, *p)[1] for p in problems]
+    anns = [annotation_state(w, l, W) for w, l, _ in problems]
+    batched_ann = jax.tree.map(lambda *x: jnp.stack(x), *anns)
+    priors = jnp.stack([jnp.asarray(p) for _, _, p in problems])
+
+    def one(ann, prior):
+        return em.run_em(static, params, ann, prior, jnp.zeros((W, K, K)), jnp.full((K,), -np.log(K)), None, jax.random.key(0))
+
+    batched = jax.jit(jax.vmap(one))(batched_ann, priors)
+    assert len({int(s.iterations) for s in singles}) > 1, "the lanes should converge at different iterations"
+    np.testing.assert_array_equal(batched.iterations, [int(s.iterations) for s in singles])
+    np.testing.assert_array_equal(batched.counts, np.stack([s.counts for s in singles]))
+
+
+def test_run_em_does_not_retrace_for_new_params(params):
+    static = _static()
+    workers, labels, prior = _problem(0)
+    ann = annotation_state(workers, labels, W)
+
+    def solve(p, a):
+        return em.run_em(static, p, ann, a, jnp.zeros((W, K, K)), jnp.full((K,), -np.log(K)), None, jax.random.key(0))
+
+    fn = jax.jit(chex.assert_max_traces(solve, n=1))
+    fn(params, jnp.asarray(prior))
+    fn(types.make_params(em_epsilon=1e-5, prior_strength=3.0), jnp.asarray(prior) * 2)
+
+
+def test_tie_break_picks_only_maxima_and_all_of_them():
+    scores = jnp.array([[0.0, 1.0, 1.0, -2.0, 1.0]] * 64)  # three tied maxima per row
+    picks = np.concatenate([np.asarray(em.tie_broken_argmax(scores, jnp.uint32(s))) for s in range(20)])
+    assert set(picks.tolist()) == {1, 2, 4}
+    freq = np.bincount(picks, minlength=5)[[1, 2, 4]] / picks.size
+    np.testing.assert_allclose(freq, 1 / 3, atol=0.05)
+    again = em.tie_broken_argmax(scores, jnp.uint32(3))
+    np.testing.assert_array_equal(again, em.tie_broken_argmax(scores, jnp.uint32(3)))
+
+
+def test_majority_vote_matches_reference():
+    rng = np.random.default_rng(4)
+    workers, labels = random_annotations(rng, N, A, W, K, fill=0.5)
+    ann = annotation_state(workers, labels, W)
+    np.testing.assert_allclose(em.majority_vote(ann, K), reference.majority_vote(labels, workers >= 0, K), rtol=1e-6)
+
+
+def _crowdkit_problem(seed, n=40, w=8, k=3):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, k, n)
+    skill = rng.uniform(0.45, 0.95, w)
+    rows = []
+    for i in range(n):
+        for j in rng.choice(w, size=rng.integers(2, 5), replace=False):
+            z = truth[i] if rng.random() < skill[j] else rng.integers(0, k)
+            rows.append((i, j, int(z)))
+    return pd.DataFrame(rows, columns=["task", "worker", "label"]), n, w, k
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_classic_mode_reproduces_crowdkit_posteriors(seed):
+    crowdkit = pytest.importorskip("crowdkit.aggregation")
+    df, n, w, k = _crowdkit_problem(seed)
+    want = crowdkit.DawidSkene(n_iter=100, tol=1e-5).fit_predict_proba(df).sort_index()
+    want = want[list(range(k))]  # crowd-kit orders label columns by first appearance
+    a = int(df.groupby("task").size().max())
+    workers = np.full((n, a), -1, np.int32)
+    labels = np.full((n, a), -1, np.int32)
+    for task, grp in df.groupby("task"):
+        workers[task, : len(grp)] = grp["worker"].to_numpy()
+        labels[task, : len(grp)] = grp["label"].to_numpy()
+    static = dataclasses.replace(
+        tiny_static(num_items=n, num_workers=w, num_classes=k, max_annotations=a),
+        em=types.EMStatic(m_step="soft", criterion="elbo", class_prior="learned", init="majority_vote", max_em_steps=100),
+    )
+    params = types.make_params(prior_strength=0.0, log_epsilon=0.0, em_epsilon=1e-5)
+    ann = annotation_state(workers, labels, w)
+    zero = jnp.zeros((w, k, k), jnp.float32)
+    counts, log_prior = em.initial_counts(static, ann, zero, jnp.full((k,), -np.log(k)), jax.random.key(0))
+    solve = jax.jit(em.run_em, static_argnums=(0, 8))
+    iters = int(solve(static, params, ann, zero, counts, log_prior, None, jax.random.key(1), False).iterations)
+    # crowd-kit reports the posterior of its last E-step, i.e. with the counts of the
+    # iteration before: rerun one iteration short and take that posterior.
+    short = dataclasses.replace(static, em=dataclasses.replace(static.em, max_em_steps=iters - 1))
+    res = solve(short, params, ann, zero, counts, log_prior, None, jax.random.key(1), False)
+    got = np.asarray(em.posterior(static, params, ann, res.counts, res.log_class_prior, None))
+    np.testing.assert_allclose(got, want.to_numpy(), atol=1e-4)
+    np.testing.assert_array_equal(got.argmax(-1), want.to_numpy().argmax(-1))
