@@ -42,6 +42,7 @@ def save(workdir: os.PathLike, state: types.SimState, metrics: List[Dict[str, np
     payload = {
         "state": serialization.to_state_dict(jax.device_get(state)),
         "metrics": merge_chunks(metrics),
+        "metric_names": list(metrics[0]) if metrics else [],  # msgpack maps do not keep order
         "step": step,
         "fingerprint": print_,
         "version": FORMAT_VERSION,
@@ -71,5 +72,6 @@ def load(workdir: os.PathLike, template: types.SimState, print_: str) -> Optiona
             "use another --workdir or delete the folder to start afresh"
         )
     state = serialization.from_state_dict(template, payload["state"])
-    return state, payload["metrics"], int(payload["step"])
+    metrics = {name: payload["metrics"][name] for name in payload["metric_names"]}
+    return state, metrics, int(payload["step"])
 

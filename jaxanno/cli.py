@@ -126,7 +126,10 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
     if report:
         from jaxanno import report as report_lib
 
-        report_lib.write_report([out], out / "report")
+        try:
+            report_lib.write_report([out], out / "report")
+        except report_lib.ReportError as err:  # results are safe; only the report is missing
+            print(f"warning: no report written: {err}", file=sys.stderr)
     print(summary)
     n_sim = compiles.get(PROGRAM, 0)
     print(f"\n{problem.num_grid} grid point(s) x {len(problem.seeds)} seed(s); simulation program compiled "

@@ -1,0 +1,78 @@
+"""The command line end to end: outputs, one compile for a sweep, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 180 items, 12 labels a step, one step per chunk: ~45 chunks, a checkpoint after each.
+LONG = ["--config=configs/test.py", "--config.n_data_per_class=60", "--config.run.chunk_steps=1",
+        "--config.run.checkpoint_every=1", "--noreport"]
+
+
+def _launch(args, workdir, **kw):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "launch.py", *args, f"--workdir={workdir}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    proc = _launch(LONG + ["--quiet"], out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_launch_writes_results_and_compiles_once_for_a_sweep(tmp_path):
+    proc = _launch(["--config=configs/test.py", "--config.sweep.risk_threshold=(0.05,0.1,0.2)", "--quiet"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "simulation program compiled 1 time(s), 1 XLA compilation(s) in all" in proc.stdout
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert sorted(metrics["risk_threshold"].round(3).unique()) == [0.05, 0.1, 0.2]
+    assert set(metrics["seed"]) == {0, 1}
+    info = json.loads((tmp_path / "problem.json").read_text())
+    assert info["compilations"] == {"jit(_advance_impl)": 1}
+    assert (tmp_path / "report" / "report.md").exists()
+    resolved = json.loads((tmp_path / "config.json").read_text())
+    assert resolved["online"]["hit_size"] == 6 and resolved["learner"]["algo"] == "dummy"
+
+
+def test_bad_input_stops_before_any_output(tmp_path):
+    out = tmp_path / "never"
+    proc = _launch(["--config=configs/test.py", "--config.risk_thres=1.5"], out)
+    assert proc.returncode == 2 and "risk_thres=1.5" in proc.stderr
+    assert not out.exists()
+    proc = _launch(["--config=configs/test.py", "--config.learner.learning_rate=0.1"], out)
+    assert proc.returncode != 0 and "learning_rate" in proc.stderr
+    assert not out.exists()
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrupted):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "launch.py", *LONG, "--quiet", f"--workdir={tmp_path}"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoint.msgpack").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "metrics.csv").exists(), "killed before the end: the test must interrupt a run"
+    resumed = _launch(LONG, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(uninterrupted / "metrics.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "runs.csv"), pd.read_csv(uninterrupted / "runs.csv"))
+
+
+def test_resume_refuses_a_different_config(tmp_path, uninterrupted):
+    proc = _launch(LONG + ["--config.worker.prior.strength=3.0"], uninterrupted)
+    assert proc.returncode == 2 and "different config" in proc.stderr
