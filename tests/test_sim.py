@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import chex
@@ -21,9 +22,15 @@ LEARNER = types.LearnerStatic(
 )
 
 
-@pytest.fixture(scope="module", params=["ds_model", "efficient_annotation"])
+LEAN = dataclasses.replace(LEARNER, calibrate="cv", cv_folds=2, prototype_as_val=False, semi_supervised="none",
+                           early_stop_scope="local")
+METHODS = {"ds_model": None, "efficient_annotation": LEARNER, "lean": LEAN}
+
+
+@pytest.fixture(scope="module", params=sorted(METHODS))
 def setup(request):
-    static = tiny_static(learner=LEARNER if request.param != "ds_model" else None)
+    em_static = types.EMStatic(criterion="hard" if request.param == "lean" else "soft")
+    static = tiny_static(learner=METHODS[request.param], em=em_static)
     return static, tiny_dataset(static)
 
 
