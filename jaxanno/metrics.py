@@ -15,6 +15,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jaxanno import em
 from jaxanno.types import BeliefMetrics, SubsetMetrics
 
 ECE_BINS = 10
@@ -74,7 +75,7 @@ def belief_metrics(belief: jax.Array, labels: jax.Array, confident: jax.Array) -
     """
     rank = true_class_rank(belief, labels)
     confidence = belief.max(-1)
-    argmax_correct = jnp.argmax(belief, -1) == labels
+    argmax_correct = em.first_argmax(belief) == labels
     everyone = jnp.ones_like(confident)
     return BeliefMetrics(
         all=subset_metrics(rank, confidence, argmax_correct, everyone),

@@ -118,11 +118,12 @@ def test_run_em_does_not_retrace_for_new_params(params):
 
 
 def test_tie_break_picks_only_maxima_and_all_of_them():
-    scores = jnp.array([[0.0, 1.0, 1.0, -2.0, 1.0]] * 64)  # three tied maxima per row
-    picks = np.concatenate([np.asarray(em.tie_broken_argmax(scores, jnp.uint32(s))) for s in range(20)])
+    scores = jnp.array([[0.0, 1.0, 1.0, -2.0, 1.0]] * 3000)  # three tied maxima per row
+    salts = np.random.default_rng(0).integers(0, 2**32, 4, dtype=np.uint64).astype(np.uint32)
+    picks = np.concatenate([np.asarray(em.tie_broken_argmax(scores, jnp.uint32(s))) for s in salts])
     assert set(picks.tolist()) == {1, 2, 4}
     freq = np.bincount(picks, minlength=5)[[1, 2, 4]] / picks.size
-    np.testing.assert_allclose(freq, 1 / 3, atol=0.05)
+    np.testing.assert_allclose(freq, 1 / 3, atol=0.015)  # 12000 draws: std 0.004
     again = em.tie_broken_argmax(scores, jnp.uint32(3))
     np.testing.assert_array_equal(again, em.tie_broken_argmax(scores, jnp.uint32(3)))
 
