@@ -9,6 +9,10 @@ Examples:
 
 Precedence: the config file, then the preset names (--experiment, --method, --simulation,
 --sampler), then --config.* overrides, which always win.
+
+Multi-host: every process runs the same command; JAX's distributed runtime joins them from
+--coordinator_address/--num_processes/--process_id or from the cluster's environment
+(SLURM, TPU pods). Lanes are spread over all devices; process 0 writes the results.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ _SAMPLER = flags.DEFINE_string("sampler", None, "random or greedy_task_assignmen
 _NUM_SEEDS = flags.DEFINE_integer("num_seeds", None, "Simulation seeds, run in parallel (vmap).")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress line.")
 _REPORT = flags.DEFINE_bool("report", True, "Write plots and tables under WORKDIR/report at the end.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                                 "Join a multi-host run: auto = when a cluster environment is detected.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host runs).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank in a multi-host run.")
 
 
 def _compose_config():
@@ -60,8 +69,9 @@ def _compose_config():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from jaxanno import cli  # after flag parsing: keeps --help fast
+    from jaxanno import cli, distributed  # after flag parsing: keeps --help fast
 
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
     cfg = _compose_config()
     workdir = _WORKDIR.value or os.path.join("runs", f"{cfg.experiment or 'custom'}-{cfg.method}")
     code = cli.simulate(cfg, workdir, quiet=_QUIET.value, report=_REPORT.value)

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from ml_collections import config_dict
 
-from jaxanno import checkpoint, config as config_lib, experiment, outputs, types
+from jaxanno import checkpoint, config as config_lib, distributed, experiment, outputs
 
 PROGRAM = "jit(_advance_impl)"  # name under which the simulation program is compiled
 
@@ -36,7 +36,7 @@ class Progress:
         self.t_first: Optional[float] = None
         self.step_first = 0
 
-    def __call__(self, step: int, state: types.SimState, chunks: List[Dict[str, np.ndarray]]) -> None:
+    def __call__(self, step: int, done: np.ndarray, chunks: List[Dict[str, np.ndarray]]) -> None:
         if self.quiet:
             return
         now = time.perf_counter()
@@ -51,7 +51,6 @@ class Progress:
             left = int(np.max(np.ceil(last["open_slots"] / per_step)))
             left = min(left, self.problem.max_steps - step)
             eta = f"<= {rate * left:.0f}s" if left > 0 else "0s"
-        done = np.asarray(jax.device_get(state.done))
         line = (
             f"step {step:4d}/{self.problem.max_steps} | labels/item {last['cost_per_item'].mean():.3f}"
             f" | top-1 {100 * last['aggregate/all/top1'].mean():5.1f}%"
@@ -68,14 +67,31 @@ def _problem_info(problem: experiment.Problem, compiles: Dict[str, int], wall: f
         "num_classes": fs.num_classes, "class_names": fs.class_names, "feature_dim": int(fs.features.shape[1]),
         "static": config_lib.static_fields(problem.static), "grid_points": problem.points,
         "seeds": problem.seeds, "max_steps": problem.max_steps, "environment": outputs.environment(),
+        "processes": jax.process_count(), "devices": problem.mesh.size,
         "compilations": dict(compiles), "wall_seconds": round(wall, 2),
     }
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet and distributed.is_main():
+        print(text, file=sys.stderr)
+
+
+def _load_checkpoint(problem: experiment.Problem, out: pathlib.Path, stamp: str):
+    """(lane-sharded state, metric chunks, step) from the workdir's checkpoint, or None."""
+    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), experiment.state_shapes(problem))
+    found = checkpoint.load(out, template, stamp) if out.exists() else None
+    if found is None:
+        return None
+    host, flat, start = found
+    return distributed.put(host, problem.mesh, sharded=True), [flat], start
 
 
 def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, report: bool = True) -> int:
     """Run a launch end to end; returns a process exit code.
 
-    Bad settings are reported before anything compiles or is written.
+    Bad settings are reported before anything compiles or is written. In a multi-process
+    run every process computes its lanes and process 0 writes the results.
     """
     try:
         problem = experiment.prepare(cfg)
@@ -85,40 +101,47 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
     resolved = config_lib.to_dict(problem.cfg)
     stamp = checkpoint.fingerprint(resolved, problem.seeds)
     out = pathlib.Path(workdir)
+    main = distributed.is_main()
     try:
-        resume = checkpoint.load(out, experiment.blank_state(problem), stamp) if out.exists() else None
+        resume = _load_checkpoint(problem, out, stamp)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    outputs.atomic_write_json(out / "config.json", resolved)
-    state, chunks, start = None, [], 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        outputs.atomic_write_json(out / "config.json", resolved)
+    state, chunks, start = resume if resume is not None else (None, [], 0)
     if resume is not None:
-        state, flat, start = resume
-        chunks = [flat]
-        if not quiet:
-            print(f"resuming {out} from step {start}", file=sys.stderr)
-    progress = Progress(problem, quiet)
+        _say(quiet, f"resuming {out} from step {start}")
+    progress = Progress(problem, quiet or not main)
     every = max(problem.cfg.run.checkpoint_every, 1)
     last_saved = [start]
 
+    def save(step, state, chunks):
+        host = distributed.gather(state)  # a collective: every process takes part
+        if main:
+            checkpoint.save(out, host, chunks, step, stamp)
+        last_saved[0] = step
+
     def on_chunk(step, state, chunks):
-        progress(step, state, chunks)
+        progress(step, problem.by_grid_seed(distributed.gather(state.done)), chunks)
         if step - last_saved[0] >= every:
-            checkpoint.save(out, state, chunks, step, stamp)
-            last_saved[0] = step
+            save(step, state, chunks)
 
     t0 = time.perf_counter()
     with outputs.count_compiles() as compiles:
-        if resume is None or not bool(np.all(resume[0].done)):
+        finished = resume is not None and bool(np.all(problem.by_grid_seed(distributed.gather(state.done))))
+        step = start
+        if not finished:
             result = experiment.run(problem, state=state, start_step=start, metrics=chunks, on_chunk=on_chunk)
             state, chunks, step = result.state, result.metrics, result.steps_run
-        else:
-            step = start
-    checkpoint.save(out, state, chunks, step, stamp)
+    save(step, state, chunks)
     frame = experiment.metrics_frame(problem, [checkpoint.merge_chunks(chunks)])
+    runs = experiment.runs_frame(problem, state, frame)
+    if not main:
+        return 0
     outputs.atomic_write_csv(out / "metrics.csv", frame)
-    outputs.atomic_write_csv(out / "runs.csv", experiment.runs_frame(problem, state, frame))
+    outputs.atomic_write_csv(out / "runs.csv", runs)
     summary = experiment.summary_table(problem, frame)
     outputs.atomic_write_text(out / "summary.md", summary + "\n")
     info = _problem_info(problem, compiles, time.perf_counter() - t0)
@@ -132,7 +155,7 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
             print(f"warning: no report written: {err}", file=sys.stderr)
     print(summary)
     n_sim = compiles.get(PROGRAM, 0)
-    print(f"\n{problem.num_grid} grid point(s) x {len(problem.seeds)} seed(s); simulation program compiled "
-          f"{n_sim} time(s), {sum(compiles.values())} XLA compilation(s) in all; "
+    print(f"\n{problem.num_grid} grid point(s) x {len(problem.seeds)} seed(s) on {problem.mesh.size} device(s); "
+          f"simulation program compiled {n_sim} time(s), {sum(compiles.values())} XLA compilation(s) in all; "
           f"{info['wall_seconds']:.1f}s; results in {out}")
     return 0

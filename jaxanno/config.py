@@ -171,7 +171,7 @@ def default_config() -> config_dict.ConfigDict:
     c.run.chunk_steps = 10  # online steps per compiled call (progress / checkpoint grain)
     c.run.checkpoint_every = 50  # steps between checkpoints (rounded up to whole chunks)
     c.run.max_steps = -1  # -1: enough for every item to reach A labels
-    c.run.grid_batch = 0  # grid points per device call (0 = all at once)
+    c.run.lane_batch = 0  # (grid point, seed) lanes vmapped at once per device (0 = all)
 
     c.sweep = config_dict.ConfigDict({name: () for name in PARAM_PATHS})
     return c
@@ -386,12 +386,12 @@ def sweep_points(cfg: config_dict.ConfigDict) -> List[Dict[str, Any]]:
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
-def sweep_grid(cfg: config_dict.ConfigDict) -> Tuple[types.Params, List[Dict[str, Any]]]:
+def sweep_grid(cfg: config_dict.ConfigDict, host: bool = False) -> Tuple[types.Params, List[Dict[str, Any]]]:
     """`Params` with a leading (G,) grid axis, and each grid point's swept settings."""
     base = param_values(cfg)
     points = sweep_points(cfg)
     columns = {name: np.array([p.get(name, base[name]) for p in points]) for name in base}
-    return types.make_params(**columns), points
+    return types.make_params(host=host, **columns), points
 
 
 def default_max_steps(cfg: config_dict.ConfigDict, num_items: int) -> int:

@@ -1,10 +1,12 @@
-"""Running experiments: problem set-up, the vmaps over grid and seeds, the jitted chunk,
+"""Running experiments: problem set-up, the vmapped and sharded lanes, the jitted chunk,
 the driver loop, and result tables. No absl here; `launch.py` is the command line.
 
-Layout of every batched array: ``[grid point, seed, ...]``; per-step metrics are
-``[grid point, seed, step]``. Seeds are the inner vmap and the sweep grid the outer one,
-so a whole sweep is one compiled program. Every grid point uses the same seeds (common
-random numbers), which makes comparisons across sweep values paired.
+Lanes: a launch's (grid point, seed) pairs are flattened into one lane axis,
+``lane = grid * S + seed_index``, padded to a multiple of the device count and sharded
+over every device (`distributed.lane_mesh`). Each device vmaps `sim.run_chunk` over its
+lanes, so a whole sweep is one compiled program, and the lanes never communicate. Every
+grid point uses the same seeds (common random numbers), which makes comparisons across
+sweep values paired. Results are reshaped to ``[grid point, seed, ...]`` on the host.
 
 The driver calls the compiled chunk (``run.chunk_steps`` online steps) repeatedly until
 every lane has stopped; between calls it reports progress and writes checkpoints.
@@ -18,37 +20,44 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh
 from ml_collections import config_dict
 
 from jaxanno import config as config_lib
 from jaxanno import data as data_lib
-from jaxanno import sim, types
+from jaxanno import distributed, sim, types
 
 
 @dataclasses.dataclass
 class Problem:
-    """Everything one launch needs, converted from a resolved config."""
+    """Everything one launch needs, converted from a resolved config and placed on devices."""
 
     cfg: config_dict.ConfigDict  # resolved and validated
     static: types.Static
-    grid: types.Params  # leaves with a leading (G,) axis
     points: List[Dict[str, Any]]  # the swept settings of each grid point
-    data: types.Dataset
     features: data_lib.FeatureSet
     seeds: List[int]
     max_steps: int
-
-    @property
-    def seed_array(self) -> jax.Array:
-        """(S,) uint32 seeds; each lane's run key is ``jax.random.key(seed)``."""
-        return jax.device_put(np.asarray(self.seeds, np.uint32))
+    mesh: Mesh
+    data: types.Dataset  # replicated on every device
+    lane_params: types.Params  # leaves (L_pad,), sharded over lanes
+    lane_seeds: jax.Array  # (L_pad,) uint32, sharded over lanes
 
     @property
     def num_grid(self) -> int:
         return len(self.points)
+
+    @property
+    def num_lanes(self) -> int:
+        """L = G * S real lanes (the padded lanes after them are dropped)."""
+        return self.num_grid * len(self.seeds)
+
+    def by_grid_seed(self, tree: Any) -> Any:
+        """Host arrays with a leading (L_pad,) lane axis -> leading (G, S) axes."""
+        shape = (self.num_grid, len(self.seeds))
+        return jax.tree.map(lambda x: np.asarray(x)[: self.num_lanes].reshape(shape + np.shape(x)[1:]), tree)
 
 
 def data_spec(cfg: config_dict.ConfigDict) -> data_lib.DataSpec:
@@ -63,8 +72,17 @@ def data_spec(cfg: config_dict.ConfigDict) -> data_lib.DataSpec:
     )
 
 
-def prepare(cfg: config_dict.ConfigDict) -> Problem:
-    """Resolve presets, validate, load data and convert: everything before compiling.
+def _lanes(grid: types.Params, num_grid: int, seeds: Sequence[int], padded: int):
+    """Per-lane host params and seeds, lane = grid * S + seed index, padded with lane 0."""
+    s = len(seeds)
+    order = np.arange(padded) % (num_grid * s)
+    params = jax.tree.map(lambda col: np.asarray(col)[order // s], grid)
+    lane_seeds = np.asarray(seeds, np.uint32)[order % s]
+    return params, lane_seeds
+
+
+def prepare(cfg: config_dict.ConfigDict, mesh: Optional[Mesh] = None) -> Problem:
+    """Resolve presets, validate, load data, convert and place: everything before compiling.
 
     Raises:
       config.ConfigError: an impossible setting (nothing has been compiled or written).
@@ -73,8 +91,8 @@ def prepare(cfg: config_dict.ConfigDict) -> Problem:
     config_lib.validate(cfg)
     try:
         features = data_lib.load_features(data_spec(cfg))
-        data = data_lib.make_dataset(
-            features, cfg.worker.type, cfg.worker.prior.type, cfg.n_data_distraction_per_class > 0
+        host_data = data_lib.make_dataset(
+            features, cfg.worker.type, cfg.worker.prior.type, cfg.n_data_distraction_per_class > 0, host=True
         )
     except (ValueError, OSError) as err:
         raise config_lib.ConfigError(f"data: {err}") from None
@@ -82,61 +100,75 @@ def prepare(cfg: config_dict.ConfigDict) -> Problem:
     static = config_lib.to_static(
         cfg, features.num_items, features.num_prototypes, features.num_classes, features.features.shape[1]
     )
-    grid, points = config_lib.sweep_grid(cfg)
+    grid, points = config_lib.sweep_grid(cfg, host=True)
     max_steps = cfg.run.max_steps if cfg.run.max_steps > 0 else config_lib.default_max_steps(cfg, features.num_items)
     seeds = [cfg.run.seed + i for i in range(cfg.run.num_seeds)]
-    return Problem(cfg=cfg, static=static, grid=grid, points=points, data=data, features=features,
-                   seeds=seeds, max_steps=max_steps)
+    mesh = mesh or distributed.lane_mesh()
+    params, lane_seeds = _lanes(grid, len(points), seeds, distributed.padded_lanes(len(points) * len(seeds), mesh))
+    return Problem(
+        cfg=cfg, static=static, points=points, features=features, seeds=seeds, max_steps=max_steps, mesh=mesh,
+        data=distributed.put(host_data, mesh, sharded=False),
+        lane_params=distributed.put(params, mesh, sharded=True),
+        lane_seeds=distributed.put(lane_seeds, mesh, sharded=True),
+    )
 
 
-def _per_grid_point(static, data, start, num_steps, params, state, keys):
-    """All seeds of one grid point (the inner vmap)."""
-    one = lambda s, k: sim.run_chunk(static, params, data, s, k, start, num_steps)  # noqa: E731
-    return jax.vmap(one)(state, keys)
-
-
-def _advance_impl(static, grid, data, state, seeds, start, num_steps, grid_batch):
-    """`num_steps` steps of every (grid point, seed) lane: the outer vmap over the grid."""
+def _lanes_chunk(static, num_steps, lane_batch, params, state, seeds, data, start):
+    """`num_steps` steps of a block of lanes: vmap (or batched `lax.map`) over lanes."""
     keys = jax.vmap(jax.random.key)(seeds)
-    per_point = functools.partial(_per_grid_point, static, data, start, num_steps)
-    if grid_batch and grid_batch < jax.tree.leaves(grid)[0].shape[0]:
-        return jax.lax.map(lambda xs: per_point(xs[0], xs[1], keys), (grid, state), batch_size=grid_batch)
-    return jax.vmap(per_point, in_axes=(0, 0, None))(grid, state, keys)
+    one = lambda p, s, k: sim.run_chunk(static, p, data, s, k, start, num_steps)  # noqa: E731
+    if lane_batch and lane_batch < seeds.shape[0]:
+        return jax.lax.map(lambda xs: one(*xs), (params, state, keys), batch_size=lane_batch)
+    return jax.vmap(one)(params, state, keys)
+
+
+def _advance_impl(static, num_steps, lane_batch, mesh, params, state, seeds, data, start):
+    """The simulation program: every device runs its own lanes (no communication)."""
+    fn = functools.partial(_lanes_chunk, static, num_steps, lane_batch)
+    if mesh.size > 1:
+        lanes, shared = distributed.lane_spec(), distributed.replicated_spec()
+        # check_vma=False: lanes never communicate, and constants inside the initial-state
+        # branch need not be marked as varying over lanes.
+        fn = jax.shard_map(fn, mesh=mesh, in_specs=(lanes, lanes, lanes, shared, shared), out_specs=lanes,
+                           check_vma=False)
+    return fn(params, state, seeds, data, start)
 
 
 @functools.lru_cache(maxsize=None)
 def _advance_fn(donate: bool) -> Callable:
     """The one compiled program of a run (built once per process and donation mode)."""
-    return jax.jit(_advance_impl, static_argnums=(0, 6, 7), donate_argnums=(3,) if donate else ())
+    return jax.jit(_advance_impl, static_argnums=(0, 1, 2, 3), donate_argnums=(5,) if donate else ())
 
 
 def advance(problem: Problem, state: types.SimState, start: int, num_steps: int):
     """Run `num_steps` online steps of every lane from step `start` (0 = a fresh run).
 
     Returns:
-      (new state, StepMetrics with leaves of shape (G, S, num_steps)).
+      (new state, StepMetrics with leaves of shape (L_pad, num_steps)), lane-sharded.
     """
     fn = _advance_fn(jax.default_backend() != "cpu")
-    return fn(problem.static, problem.grid, problem.data, state, problem.seed_array, np.int32(start),
-              num_steps, int(problem.cfg.run.grid_batch))
+    return fn(problem.static, num_steps, int(problem.cfg.run.lane_batch), problem.mesh, problem.lane_params,
+              state, problem.lane_seeds, problem.data, np.int32(start))
+
+
+def state_shapes(problem: Problem) -> types.SimState:
+    """`jax.ShapeDtypeStruct`s of the lane-batched state (no compilation)."""
+    def init_all(params, seeds):
+        keys = jax.vmap(jax.random.key)(seeds)
+        return jax.vmap(lambda p, k: sim.init_state(problem.static, p, problem.data, k))(params, keys)
+
+    return jax.eval_shape(init_all, problem.lane_params, problem.lane_seeds)
 
 
 def blank_state(problem: Problem) -> types.SimState:
-    """A zero state of the right (G, S, ...) shapes; `advance` from step 0 replaces it.
-
-    Built from `jax.eval_shape`, so it costs no compilation.
-    """
-    def init_all(grid, seeds):
-        keys = jax.vmap(jax.random.key)(seeds)
-        per_seed = lambda p: jax.vmap(lambda k: sim.init_state(problem.static, p, problem.data, k))(keys)  # noqa: E731
-        return jax.vmap(per_seed)(grid)
-
-    return types.zeros_like_shapes(jax.eval_shape(init_all, problem.grid, problem.seed_array))
+    """A zero state of the right (L_pad, ...) shapes; `advance` from step 0 replaces it."""
+    host = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state_shapes(problem))
+    return distributed.put(host, problem.mesh, sharded=True)
 
 
 @dataclasses.dataclass
 class RunResult:
-    state: types.SimState
+    state: types.SimState  # lane-sharded device state
     metrics: List[Dict[str, np.ndarray]]  # per chunk: {metric name: (G, S, chunk)}
     steps_run: int
     wall_seconds: float
@@ -165,11 +197,11 @@ def run(
     step, t0 = start_step, time.perf_counter()
     while step < problem.max_steps:
         state, m = advance(problem, state, step, chunk)
-        metrics.append(flatten_metrics(jax.device_get(m)))
+        metrics.append(flatten_metrics(problem.by_grid_seed(distributed.gather(m))))
         step += chunk
         if on_chunk is not None:
             on_chunk(step, state, metrics)
-        if bool(np.all(jax.device_get(state.done))):
+        if bool(np.all(problem.by_grid_seed(distributed.gather(state.done)))):
             break
     return RunResult(state=state, metrics=metrics, steps_run=step, wall_seconds=time.perf_counter() - t0)
 
@@ -244,7 +276,7 @@ def runs_frame(problem: Problem, state: types.SimState, frame: pd.DataFrame) -> 
     'aggregate/all/top1' (and 'learner/all/top1') at the end, early_stop_step and
     early_stop_cost_per_item (NaN when the stopper never fired).
     """
-    st = jax.device_get(state)
+    st = problem.by_grid_seed(distributed.gather(state))
     n = problem.static.num_items
     last = frame.groupby(["grid", "seed"]).tail(1).set_index(["grid", "seed"])
     rows = []

@@ -291,19 +291,20 @@ PARAM_DEFAULTS = dict(
 _INT_PARAMS = ("budget", "max_annotation_per_worker")
 
 
-def make_params(**overrides: Any) -> Params:
+def make_params(host: bool = False, **overrides: Any) -> Params:
     """The one casting factory for `Params` (reference defaults, then `overrides`).
 
-    Every value becomes a jnp array of a fixed dtype, so new values never retrace. Values
-    may also be arrays with a leading grid axis (see `config.sweep_grid`).
+    Every value becomes an array of a fixed dtype (int32 or float32), so new values never
+    retrace. Values may also be arrays with a leading grid or lane axis.
+
+    Args:
+      host: keep numpy leaves (for sharded placement) instead of device arrays.
     """
     unknown = set(overrides) - set(PARAM_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown Params fields {sorted(unknown)}; known: {sorted(PARAM_DEFAULTS)}")
     values = {**PARAM_DEFAULTS, **overrides}
+    place = (lambda x: x) if host else jax.device_put
     return Params(
-        **{
-            name: jax.device_put(np.asarray(v, np.int32 if name in _INT_PARAMS else np.float32))
-            for name, v in values.items()
-        }
+        **{name: place(np.asarray(v, np.int32 if name in _INT_PARAMS else np.float32)) for name, v in values.items()}
     )
