@@ -68,6 +68,11 @@ def load_features(spec: DataSpec) -> FeatureSet:
 
 
 def _standin(spec: DataSpec) -> FeatureSet:
+    if spec.n_data_distraction_per_class > 0:
+        raise ValueError(
+            f"n_data_distraction_per_class={spec.n_data_distraction_per_class} needs data.source='reference' "
+            "(distraction items are images of other wnids in the image list); stand-ins have none"
+        )
     wnids = list(spec.wnids)
     features, labels, n = standin.load(
         spec.experiment, wnids, spec.n_data_per_class, spec.n_prototype_per_class,
@@ -102,13 +107,24 @@ def crowd_stats(wnids: Optional[List[str]], num_classes: int, with_other: bool, 
     return types.CrowdStats(**{k: jax.device_put(v) for k, v in arrays.items()})
 
 
-def make_dataset(fs: FeatureSet, worker_type: str, prior_type: str, with_other: bool = False) -> types.Dataset:
-    """The simulator's `Dataset`: features on device plus the crowd counts of the classes."""
+def make_dataset(
+    fs: FeatureSet, worker_type: str, prior_type: str, with_other: bool = False, host: bool = False
+) -> types.Dataset:
+    """The simulator's `Dataset`: features plus the crowd counts of the classes.
+
+    Args:
+      host: keep numpy arrays (for placement on a device mesh) instead of device arrays.
+    """
+    if with_other and not (fs.class_names and fs.class_names[-1] == OTHER_CLASS):
+        raise ValueError(
+            f"n_data_distraction_per_class > 0 expects features whose last class is '{OTHER_CLASS}' (distraction "
+            f"items), found classes ending with {fs.class_names[-1:]}"
+        )
     needed = worker_type in REAL_WORKER_TYPES or prior_type.startswith("homegeneous_workers")
     wnids = None if fs.wnids is None else list(fs.wnids)
     crowd = crowd_stats(wnids, fs.num_classes, with_other, needed)
-    return types.Dataset(
-        features=jax.device_put(np.asarray(fs.features, np.float32)),
-        labels=jax.device_put(np.asarray(fs.labels, np.int32)),
-        crowd=crowd,
+    data = types.Dataset(
+        features=np.asarray(fs.features, np.float32), labels=np.asarray(fs.labels, np.int32),
+        crowd=jax.device_get(crowd),
     )
+    return data if host else jax.device_put(data)
