@@ -141,6 +141,7 @@ def default_config() -> config_dict.ConfigDict:
     c.optimizer.init = "prior"
     c.optimizer.warm_start = False
     c.optimizer.log_epsilon = 1e-8
+    c.optimizer.item_block = -1  # items per E-step block; -1: 2048 on CPU, all at once elsewhere
 
     c.learner = config_dict.ConfigDict()
     c.learner.algo = placeholder(str)
@@ -282,6 +283,8 @@ def validate(cfg: config_dict.ConfigDict) -> None:
     _require(cfg.sampler.max_annotation_per_worker >= cfg.online.hit_size, "sampler.max_annotation_per_worker",
              cfg.sampler.max_annotation_per_worker, f"at least online.hit_size={cfg.online.hit_size}")
     _require(cfg.worker.prior.strength >= 0, "worker.prior.strength", cfg.worker.prior.strength, "a value >= 0")
+    _require(cfg.optimizer.item_block >= -1, "optimizer.item_block", cfg.optimizer.item_block,
+             "-1 (automatic), 0 (all items at once) or a block size")
     _require(cfg.optimizer.max_em_steps >= 1, "optimizer.max_em_steps", cfg.optimizer.max_em_steps, "an integer >= 1")
     _require(cfg.optimizer.likelihood_epsilon >= 0, "optimizer.likelihood_epsilon",
              cfg.optimizer.likelihood_epsilon, "a value >= 0")
@@ -361,10 +364,22 @@ def to_static(cfg: config_dict.ConfigDict, num_items: int, num_prototypes: int, 
             aggregator=cfg.aggregator.algo, max_em_steps=cfg.optimizer.max_em_steps,
             criterion=cfg.optimizer.criterion, m_step=cfg.optimizer.m_step,
             class_prior=cfg.optimizer.class_prior, init=cfg.optimizer.init,
-            warm_start=cfg.optimizer.warm_start,
+            warm_start=cfg.optimizer.warm_start, item_block=item_block(cfg.optimizer.item_block),
         ),
         learner=learner_static,
     )
+
+
+CPU_ITEM_BLOCK = 2048  # (2048, K) float32 blocks stay in a CPU's cache
+
+
+def item_block(setting: int) -> int:
+    """The E-step block size: `setting`, or for -1 the backend's best (blocks on CPU only)."""
+    if setting >= 0:
+        return setting
+    import jax
+
+    return CPU_ITEM_BLOCK if jax.default_backend() == "cpu" else 0
 
 
 def param_values(cfg: config_dict.ConfigDict) -> Dict[str, Any]:

@@ -61,6 +61,7 @@ class EMStatic:
     class_prior: str = "uniform"  # 'uniform' (reference) or 'learned' (mean posterior)
     init: str = "prior"  # first E-step from the prior, or from majority vote
     warm_start: bool = False  # start EM from the previous online step's counts
+    item_block: int = 0  # items per cache-sized block of the E-step (0 = all at once)
 
 
 @dataclasses.dataclass(frozen=True)

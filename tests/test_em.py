@@ -44,12 +44,13 @@ def _em(static, params, workers, labels, prior, learner=None):
     return ann, _run_em(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0), False)
 
 
+@pytest.mark.parametrize("block", [0, 7, 16])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_posterior_matches_numpy_reference(seed, params):
+def test_posterior_matches_numpy_reference(seed, block, params):
     workers, labels, prior = _problem(seed)
     rng = np.random.default_rng(seed + 10)
     learner = rng.dirichlet(np.ones(K), size=N)
-    static = _static()
+    static = _static(item_block=block)
     ann = annotation_state(workers, labels, W)
     got = em.posterior(static, params, ann, jnp.asarray(prior), jnp.full((K,), -np.log(K)), jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8))
     want = reference.softmax(reference.log_belief(prior, workers, labels, learner=learner))
@@ -57,22 +58,24 @@ def test_posterior_matches_numpy_reference(seed, params):
     np.testing.assert_allclose(np.asarray(got).sum(-1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("block", [0, 7])  # 7 does not divide N = 30: the last block overlaps
 @pytest.mark.parametrize("criterion", ["soft", "hard"])
 @pytest.mark.parametrize("seed", [0, 3])
-def test_hard_m_step_em_matches_reference(criterion, seed, params):
+def test_hard_m_step_em_matches_reference(criterion, seed, block, params):
     workers, labels, prior = _problem(seed)
-    static = _static(criterion=criterion, m_step="hard")
+    static = _static(criterion=criterion, m_step="hard", item_block=block)
     _, result = _em(static, params, workers, labels, prior)
     want_counts, want_iters = reference.em(prior, workers, labels, criterion=criterion, m_step="hard")
     np.testing.assert_array_equal(result.counts, want_counts)
     assert int(result.iterations) == want_iters
 
 
-def test_soft_m_step_em_matches_reference(params):
+@pytest.mark.parametrize("block", [0, 7])
+def test_soft_m_step_em_matches_reference(block, params):
     workers, labels, prior = _problem(5)
     rng = np.random.default_rng(7)
     learner = rng.dirichlet(np.ones(K) * 2, size=N)
-    static = _static(criterion="soft", m_step="soft")
+    static = _static(criterion="soft", m_step="soft", item_block=block)
     _, result = _em(static, params, workers, labels, prior, learner)
     want_counts, want_iters = reference.em(prior, workers, labels, m_step="soft", learner=learner)
     np.testing.assert_allclose(result.counts, want_counts, rtol=1e-4, atol=1e-4)
@@ -176,3 +179,24 @@ def test_classic_mode_reproduces_crowdkit_posteriors(seed):
     got = np.asarray(em.posterior(static, params, ann, res.counts, res.log_class_prior, None))
     np.testing.assert_allclose(got, want.to_numpy(), atol=1e-4)
     np.testing.assert_array_equal(got.argmax(-1), want.to_numpy().argmax(-1))
+
+
+def test_blocked_e_pass_equals_whole_array_pass(params):
+    """Blocks of 7 over 30 items: same labels, tie-breaks, counts and evidence."""
+    workers, labels, prior = _problem(8, accuracy=0.5)
+    ann = annotation_state(workers, labels, W)
+    table = em.likelihood_table(jnp.asarray(prior), params.log_epsilon)
+    log_prior = jnp.full((K,), -np.log(K))
+    learner = jnp.log(jnp.asarray(np.random.default_rng(2).dirichlet(np.ones(K), N), jnp.float32))
+    outs = []
+    for block in (0, 7):
+        for m_step in ("hard", "soft"):
+            out = em.e_pass(_static(item_block=block), table, ann, log_prior, learner, m_step=m_step,
+                            salt=jnp.uint32(11), with_evidence=True)
+            outs.append(out)
+    for whole, blocked in zip(outs[:2], outs[2:]):
+        np.testing.assert_array_equal(whole.label_hat, blocked.label_hat)
+        np.testing.assert_allclose(whole.posterior, blocked.posterior, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(whole.counts, blocked.counts, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(whole.posterior_sum, blocked.posterior_sum, rtol=1e-5)
+        np.testing.assert_allclose(whole.log_evidence, blocked.log_evidence, rtol=1e-5, atol=1e-6)

@@ -29,7 +29,8 @@ METHODS = {"ds_model": None, "efficient_annotation": LEARNER, "lean": LEAN}
 
 @pytest.fixture(scope="module", params=sorted(METHODS))
 def setup(request):
-    em_static = types.EMStatic(criterion="hard" if request.param == "lean" else "soft")
+    # blocks of 20 over 48 items (2 + a remainder) exercise the blocked E-step in the loop
+    em_static = types.EMStatic(criterion="hard" if request.param == "lean" else "soft", item_block=20)
     static = tiny_static(learner=METHODS[request.param], em=em_static)
     return static, tiny_dataset(static)
 
