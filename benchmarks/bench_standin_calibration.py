@@ -1,0 +1,352 @@
+"""How close the stand-in features come to the paper's learner accuracies (and the search
+that calibrated them).
+
+For every experiment and width it generates the stand-in set (`standin.generate`, the
+calibrated noise of `standin.CALIBRATION`) and fits the reference learner of the paper's
+method (efficient_annotation: MLP D-64-K, lr_ratio 1e-4, weight decay 1e-3, batch 1024,
+300 epochs, temperature calibration) through `learner.fit_predict`, exactly as the
+simulator does:
+
+* zero labels: the step-0 fit (uniform posterior, no annotation: 5 of the 10 prototypes
+  per class train, 5 validate); the score is the learner's top-1 / top-5 over all items,
+  i.e. the step-0 'learner/all/top1' row;
+* all labels: the fit when every item's posterior is its true class (all items train as
+  confident pseudo-labels, the prototypes validate); top-1 over all items.
+
+Each figure is the mean over `--data-seeds` stand-in draws x `--learner-seeds` fits.
+
+  python benchmarks/bench_standin_calibration.py                    # the table, both widths
+  python benchmarks/bench_standin_calibration.py --widths=128       # CPU default width only
+  python benchmarks/bench_standin_calibration.py --search --experiments=imagenet_split_0
+
+``--search`` re-runs the calibration: for each (experiment, width) it alternates two
+bisections in log space (signal_std against the all-labels target, then nuisance_std
+against the zero-label target) on one stand-in draw whose unit noise stays fixed (common
+random numbers), and prints the evaluated point closest to both targets, to paste into
+`standin.CALIBRATION`. The table was searched with
+
+  python benchmarks/bench_standin_calibration.py --search --widths=128 --start=0.28,0.25 --learner-seeds=0,1,2
+  python benchmarks/bench_standin_calibration.py --search --widths=2048 --steps=6 --spread=2 --learner-seeds=0,1,2
+
+the second on an H200 with JAX_DEFAULT_MATMUL_PRECISION=highest, starting from the 128
+entries with the nuisance std rescaled (`initial_noise`).
+
+Results (and `--results-dir`) default to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from typing import Dict, List, NamedTuple, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxanno import config, learner, metrics  # noqa: E402
+from jaxanno.data import standin  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+EXPERIMENTS = tuple(f"imagenet_split_{i}" for i in range(6)) + ("imagenet_animal", "imagenet_100_classes")
+WIDTHS = (128, 2048)
+TOLERANCE = 0.03  # acceptance: every measured figure within 3 points of its target
+
+
+class Target(NamedTuple):
+    zero: float  # learner top-1 at zero labels (step 0)
+    full: float  # learner top-1 trained on every item's true label
+    why: str
+
+
+# Zero-label targets are the paper's learner accuracies at 0 annotations. The paper gives a
+# converged (all-labels) accuracy for ImageNet100 only (~89%); the others keep its error
+# ratio: err_full = err_zero * (1 - 0.89) / (1 - 0.625), rounded to 0.5 point.
+_ERR_RATIO = (1 - 0.89) / (1 - 0.625)
+
+
+def _full(zero: float) -> float:
+    return round(2 * 100 * (1 - (1 - zero) * _ERR_RATIO)) / 200
+
+
+TARGETS: Dict[str, Target] = {
+    "imagenet_split_0": Target(0.46, _full(0.46), "paper: Dog"),
+    "imagenet_split_1": Target(0.81, _full(0.81), "paper: Vertebrate"),
+    "imagenet_split_2": Target(0.81, _full(0.81), "paper: Insect + Fungus"),
+    "imagenet_split_3": Target(0.68, _full(0.68), "not in the paper: man-made objects like Commodity (split 4), "
+                               "and humans are as accurate on both (77% vs 78%), so Commodity's target"),
+    "imagenet_split_4": Target(0.68, _full(0.68), "paper: Commodity"),
+    "imagenet_split_5": Target(0.81, _full(0.81), "not in the paper: the split humans find easiest (87%), so "
+                               "the target of the paper's coarse splits (Vertebrate, Insect + Fungus)"),
+    "imagenet_animal": Target(0.61, _full(0.61), "paper: Dog + Vertebrate"),
+    "imagenet_100_classes": Target(0.625, 0.89, "paper: ImageNet100 (62.5% top-1, ~84% top-5; ~89% converged)"),
+}
+
+
+class Problem(NamedTuple):
+    static: object
+    params: object
+    wnids: List[str]
+    per_class: np.ndarray
+    n_proto: int
+
+
+def problem(experiment: str, width: int) -> Problem:
+    """Static / Params of the paper's method on an experiment's stand-in sizes."""
+    cfg = config.apply_preset_names(config.default_config(), f"{experiment},efficient_annotation")
+    cfg.data.feature_dim = width
+    cfg = config.resolve(cfg)
+    wnids = cfg.wnids.split()
+    per_class = standin.class_counts(experiment, len(wnids), cfg.n_data_per_class)
+    n, p = int(per_class.sum()), len(wnids) * cfg.n_prototype_per_class
+    static = config.to_static(cfg, n, p, len(wnids), width)
+    return Problem(static, config.to_params(cfg), wnids, per_class, cfg.n_prototype_per_class)
+
+
+def _fit_scores(static, params, features, labels, key, posterior, annotated):
+    """top-1 / top-5 over the items of one `fit_predict` call."""
+    n = static.num_items
+    state = learner.fit_predict(static, params, features, posterior, labels[n:], annotated,
+                                learner.init_state(static), key)
+    rank = metrics.true_class_rank(state.probs[:n], labels[:n])
+    return (rank < 1).mean(), (rank < 5).mean()
+
+
+def _score_keys(static, params, features, labels, keys, uniform, truth):
+    """(S,) zero-label top-1, top-5 and all-labels top-1 for S learner keys.
+
+    The (N, K) uniform and one-hot posteriors come in as arguments: built inside, XLA
+    would constant-fold reductions over them for tens of seconds.
+    """
+    n = static.num_items
+    zero = jax.vmap(lambda key: _fit_scores(static, params, features, labels, key, uniform,
+                                            jnp.zeros(n, bool)))(keys)
+    full = jax.vmap(lambda key: _fit_scores(static, params, features, labels, key, truth,
+                                            jnp.ones(n, bool)))(keys)
+    return zero[0], zero[1], full[0]
+
+
+_scores = jax.jit(_score_keys, static_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _scores_of_parts(static, params, mean_rows, z, basis, noise, labels, keys, uniform, truth):
+    """`_scores` of the features composed on the device from a fixed draw (the search)."""
+    features = standin.compose(mean_rows, z, basis, noise[0], noise[1])
+    return _score_keys(static, params, features, labels, keys, uniform, truth)
+
+
+def _posteriors(prob: Problem, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    n, k = prob.static.num_items, prob.static.num_classes
+    return np.full((n, k), 1.0 / k, np.float32), np.eye(k, dtype=np.float32)[labels[:n]]
+
+
+def _lists(out) -> Dict[str, List[float]]:
+    z1, z5, f1 = (np.asarray(jax.device_get(o), np.float64).tolist() for o in out)
+    return {"zero_top1": z1, "zero_top5": z5, "full_top1": f1}
+
+
+def _keys(seeds: Sequence[int]) -> jax.Array:
+    return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+
+
+def measure(
+    prob: Problem, noise: Tuple[float, float], data_seed: int, learner_seeds: Sequence[int]
+) -> Dict[str, List[float]]:
+    """Zero-label top-1 / top-5 and all-labels top-1 of each fit on one stand-in draw."""
+    features, labels, _ = standin.generate(prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim,
+                                           data_seed, noise)
+    out = _scores(prob.static, prob.params, jnp.asarray(features), jnp.asarray(labels), _keys(learner_seeds),
+                  *_posteriors(prob, labels))
+    return _lists(out)
+
+
+def scorer(prob: Problem, data_seed: int, learner_seeds: Sequence[int]):
+    """score(s, u) -> mean figures on one fixed stand-in draw (common random numbers).
+
+    The unit noise is drawn once and kept on the device; each call only composes the
+    features for its (s, u) and fits, so a search step costs one set of fits.
+    """
+    d = standin.draw(prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim, data_seed)
+    z = np.concatenate([block for _, _, block in standin.noise_blocks(d)])
+    parts = [jax.device_put(a) for a in (d.means[d.labels], z, d.basis, d.labels)]
+    del z
+    keys, post = _keys(learner_seeds), [jax.device_put(a) for a in _posteriors(prob, d.labels)]
+
+    def score(s: float, u: float) -> Dict[str, float]:
+        noise = jnp.asarray([s, u], jnp.float32)
+        out = _scores_of_parts(prob.static, prob.params, parts[0], parts[1], parts[2], noise, parts[3], keys, *post)
+        return {k: float(np.mean(v)) for k, v in _lists(out).items()}
+
+    return score
+
+
+def _bisect(f, lo: float, hi: float, target: float, steps: int) -> float:
+    """Root of a decreasing f in [lo, hi], bisecting in log space (clamped to the bracket)."""
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi)
+        if f(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(lo * hi)
+
+
+def initial_noise(experiment: str, width: int) -> Tuple[float, float]:
+    """Search start: the table's entry, else the narrowest calibrated width's entry with the
+    nuisance std rescaled to keep the total nuisance variance (D - K) u^2, else the default."""
+    if (experiment, width) in standin.CALIBRATION:
+        return standin.CALIBRATION[(experiment, width)]
+    known = sorted(w for e, w in standin.CALIBRATION if e == experiment)
+    if not known:
+        return standin.DEFAULT_NOISE
+    k = problem(experiment, known[0]).static.num_classes
+    s, u = standin.CALIBRATION[(experiment, known[0])]
+    return s, u * math.sqrt((known[0] - k) / max(width - k, 1))
+
+
+def search(experiment: str, width: int, rounds: int, steps: int, learner_seeds: Sequence[int],
+           start: Tuple[float, float], spread: float) -> Tuple[float, float]:
+    """(signal_std, nuisance_std) meeting both targets on stand-in draw 0 (common numbers).
+
+    Each round bisects s in [s / spread, s * spread] against the all-labels target, then u
+    in [u / spread, u * spread] against the zero-label target.
+    """
+    prob, target = problem(experiment, width), TARGETS[experiment]
+    cache: Dict[Tuple[float, float], Dict[str, float]] = {}
+    fixed = scorer(prob, 0, learner_seeds)
+
+    def score(s: float, u: float) -> Dict[str, float]:
+        key = (round(s, 5), round(u, 5))
+        if key not in cache:
+            cache[key] = fixed(*key)
+            c = cache[key]
+            print(f"  {experiment} D={width} s={key[0]:.4f} u={key[1]:.4f}: zero {100 * c['zero_top1']:.1f} "
+                  f"full {100 * c['full_top1']:.1f}", flush=True)
+        return cache[key]
+
+    s, u = start
+    for _ in range(rounds):
+        s = _bisect(lambda v: score(v, u)["full_top1"], s / spread, s * spread, target.full, steps)
+        u = max(u, 1e-3)
+        u = _bisect(lambda v: score(s, v)["zero_top1"], u / spread, u * spread, target.zero, steps)
+    # The all-labels figure also moves with u (more nuisance -> larger inputs -> faster fits),
+    # so the rounds need not settle: keep the evaluated point closest to both targets.
+    return min(cache, key=lambda p: _miss(cache[p], target))
+
+
+def _miss(figures: Dict[str, float], target: Target) -> float:
+    """Largest distance of the two figures from their targets."""
+    return max(abs(figures["zero_top1"] - target.zero), abs(figures["full_top1"] - target.full))
+
+
+def _environment() -> Dict[str, str]:
+    import flax
+    import optax
+
+    dev = jax.devices()[0]
+    return {"device": f"{dev.platform}:{dev.device_kind}", "cpu_count": str(os.cpu_count()),
+            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine()}
+
+
+def table(experiments: Sequence[str], widths: Sequence[int], data_seeds: Sequence[int],
+          learner_seeds: Sequence[int]) -> List[Dict[str, object]]:
+    rows = []
+    for width in widths:
+        for experiment in experiments:
+            prob, target = problem(experiment, width), TARGETS[experiment]
+            noise = standin.noise_levels(experiment, width)
+            t0 = time.perf_counter()
+            runs = [measure(prob, noise, seed, learner_seeds) for seed in data_seeds]
+            cols = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
+            row = {"experiment": experiment, "width": width, "signal_std": noise[0], "nuisance_std": noise[1],
+                   "calibrated": (experiment, width) in standin.CALIBRATION,
+                   "target_zero_top1": target.zero, "target_full_top1": target.full, "target_source": target.why,
+                   "num_items": prob.static.num_items, "seconds": round(time.perf_counter() - t0, 1)}
+            for k, v in cols.items():
+                row[k], row[k + "_std"] = float(v.mean()), float(v.std())
+            row["within_tolerance"] = bool(abs(row["zero_top1"] - target.zero) <= TOLERANCE
+                                           and abs(row["full_top1"] - target.full) <= TOLERANCE)
+            print(_md_row(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+_MD_HEADER = ("| experiment | width | signal_std | nuisance_std | target 0 labels | measured 0 labels (top-5) "
+              "| target all labels | measured all labels | within 3 pts |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def _md_row(r: Dict[str, object]) -> str:
+    pct = lambda key: f"{100 * r[key]:.1f}"  # noqa: E731
+    return (f"| {r['experiment']} | {r['width']} | {r['signal_std']} | {r['nuisance_std']} | {pct('target_zero_top1')} "
+            f"| {pct('zero_top1')} ± {pct('zero_top1_std')} ({pct('zero_top5')}) | {pct('target_full_top1')} "
+            f"| {pct('full_top1')} ± {pct('full_top1_std')} | {'yes' if r['within_tolerance'] else 'NO'} |")
+
+
+def write(rows: List[Dict[str, object]], args: argparse.Namespace, name: str, folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    env = _environment()
+    meta = {"environment": env, "data_seeds": args.data_seeds, "learner_seeds": args.learner_seeds,
+            "date": time.strftime("%Y-%m-%d")}
+    with open(os.path.join(folder, f"{name}.json"), "w") as f:
+        json.dump({**meta, "rows": rows}, f, indent=1)
+    with open(os.path.join(folder, f"{name}.md"), "w") as f:
+        f.write("# Stand-in calibration (stand-in features, not ImageNet)\n\n")
+        f.write(f"Learner top-1 over all items, in %: mean ± std over {len(args.data_seeds)} stand-in draws x "
+                f"{len(args.learner_seeds)} fits. '0 labels' is the step-0 fit on 5 prototypes per class; "
+                "'all labels' trains on every item's true label. Produced by "
+                "`python benchmarks/bench_standin_calibration.py`.\n\n")
+        f.write(f"Environment: {', '.join(f'{k} {v}' for k, v in env.items())}; {meta['date']}.\n\n")
+        f.write(_MD_HEADER + "\n" + "\n".join(_md_row(r) for r in rows) + "\n\n")
+        f.write("Targets:\n\n")
+        for exp in dict.fromkeys(r["experiment"] for r in rows):
+            ratio = " (ImageNet100's error ratio)" if exp != "imagenet_100_classes" else ""
+            f.write(f"- {exp}: {TARGETS[exp].why}; all-labels target {100 * TARGETS[exp].full:.1f}{ratio}\n")
+
+
+def _ints(text: str) -> List[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    ap.add_argument("--data-seeds", type=_ints, default=[0, 1, 2])
+    ap.add_argument("--learner-seeds", type=_ints, default=[0, 1])
+    ap.add_argument("--search", action="store_true", help="re-run the calibration search")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=7)
+    ap.add_argument("--start", default="", help="initial 'signal_std,nuisance_std' of the search")
+    ap.add_argument("--spread", type=float, default=3.0, help="search bracket: start / spread .. start * spread")
+    ap.add_argument("--results-dir", default=RESULTS)
+    ap.add_argument("--output", default="standin_calibration")
+    args = ap.parse_args()
+    experiments = [e for e in args.experiments.split(",") if e]
+    widths = _ints(args.widths)
+    if args.search:
+        os.makedirs(args.results_dir, exist_ok=True)
+        found = {}
+        for width in widths:
+            for experiment in experiments:
+                start = tuple(map(float, args.start.split(","))) if args.start else initial_noise(experiment, width)
+                found[f"{experiment}|{width}"] = search(experiment, width, args.rounds, args.steps,
+                                                        args.learner_seeds, start, args.spread)
+                print(f'    ("{experiment}", {width}): {found[f"{experiment}|{width}"]},', flush=True)
+                with open(os.path.join(args.results_dir, f"{args.output}_search.json"), "w") as f:
+                    json.dump({"environment": _environment(), "found": found}, f, indent=1)
+        return
+    write(table(experiments, widths, args.data_seeds, args.learner_seeds), args, args.output, args.results_dir)
+
+
+if __name__ == "__main__":
+    main()
