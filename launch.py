@@ -38,8 +38,12 @@ _SAMPLER = flags.DEFINE_string("sampler", None, "random or greedy_task_assignmen
 _NUM_SEEDS = flags.DEFINE_integer("num_seeds", None, "Simulation seeds, run in parallel (vmap).")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress line.")
 _REPORT = flags.DEFINE_bool("report", True, "Write plots and tables under WORKDIR/report at the end.")
-_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
-                                 "Join a multi-host run: auto = when a cluster environment is detected.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "Join a multi-host run: auto = when a cluster environment is detected.",
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host runs).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank in a multi-host run.")
@@ -50,8 +54,11 @@ def _compose_config():
     cfg = _CONFIG.value
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     sugar = {
-        "experiment": _EXPERIMENT.value, "method": _METHOD.value, "simulation": _SIMULATION.value,
-        "sampler.algo": _SAMPLER.value, "run.num_seeds": _NUM_SEEDS.value,
+        "experiment": _EXPERIMENT.value,
+        "method": _METHOD.value,
+        "simulation": _SIMULATION.value,
+        "sampler.algo": _SAMPLER.value,
+        "run.num_seeds": _NUM_SEEDS.value,
     }
     for path, value in sugar.items():
         if value is None:

@@ -91,12 +91,20 @@ def bench(name: str, labels: pd.DataFrame, gold: pd.Series, repeats: int) -> dic
         theirs.append(t)
     fit_s, ck_s = statistics.median(ours), statistics.median(theirs)
     return {
-        "dataset": name, "labels": len(labels), "tasks": int(labels.task.nunique()),
-        "workers": int(labels.worker.nunique()), "classes": int(labels.label.nunique()),
-        "compile_s": round(compile_s, 3), "fit_s": round(fit_s, 4), "solve_s": round(solve_s, 4),
-        "crowdkit_s": round(ck_s, 4), "speedup": round(ck_s / fit_s, 2),
-        "iterations": ds.n_iter_, "crowdkit_iterations": len(ck.loss_history_),
-        "accuracy": round(_accuracy(ds.labels_, gold), 4), "crowdkit_accuracy": round(_accuracy(ck.labels_, gold), 4),
+        "dataset": name,
+        "labels": len(labels),
+        "tasks": int(labels.task.nunique()),
+        "workers": int(labels.worker.nunique()),
+        "classes": int(labels.label.nunique()),
+        "compile_s": round(compile_s, 3),
+        "fit_s": round(fit_s, 4),
+        "solve_s": round(solve_s, 4),
+        "crowdkit_s": round(ck_s, 4),
+        "speedup": round(ck_s / fit_s, 2),
+        "iterations": ds.n_iter_,
+        "crowdkit_iterations": len(ck.loss_history_),
+        "accuracy": round(_accuracy(ds.labels_, gold), 4),
+        "crowdkit_accuracy": round(_accuracy(ck.labels_, gold), 4),
         "max_abs_posterior_diff": float(
             (ds.probas_ - ck.probas_.reindex(index=ds.probas_.index, columns=ds.probas_.columns)).abs().max().max()
         ),
@@ -105,15 +113,20 @@ def bench(name: str, labels: pd.DataFrame, gold: pd.Series, repeats: int) -> dic
 
 
 def _markdown(rows: list, env: dict) -> str:
-    head = ("| dataset | labels | tasks | workers | K | compile s | jaxanno fit s | EM solve s | crowd-kit s | "
-            "speedup | iters (jx / ck) | accuracy (jx / ck) | max abs posterior diff |")
+    head = (
+        "| dataset | labels | tasks | workers | K | compile s | jaxanno fit s | EM solve s | crowd-kit s | "
+        "speedup | iters (jx / ck) | accuracy (jx / ck) | max abs posterior diff |"
+    )
     lines = [
-        "# DawidSkene fit time: jaxanno vs crowd-kit", "",
+        "# DawidSkene fit time: jaxanno vs crowd-kit",
+        "",
         f"Device {env['device']}, {env['cpu_count']} CPU(s); jax {env['jax']}, crowd-kit {env['crowdkit']}, "
         f"pandas {env['pandas']}, Python {env['python']}. n_iter={N_ITER}, tol={TOL}; medians of "
         f"{rows[0]['repeats']} alternating runs. Fit = end to end (checks, encoding, EM, pandas results), "
-        "warm; compile = AOT compile of the EM program, paid once per shape bucket.", "",
-        head, "|" + "---|" * (head.count("|") - 1),
+        "warm; compile = AOT compile of the EM program, paid once per shape bucket.",
+        "",
+        head,
+        "|" + "---|" * (head.count("|") - 1),
     ]
     for r in rows:
         lines.append(
@@ -128,8 +141,11 @@ def _markdown(rows: list, env: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="synthetic sets of 100k labels instead of 1M")
-    parser.add_argument("--synthetic_tasks", default="200000",
-                        help="comma-separated task counts of the synthetic sets (5 labels per task)")
+    parser.add_argument(
+        "--synthetic_tasks",
+        default="200000",
+        help="comma-separated task counts of the synthetic sets (5 labels per task)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tag", default="", help="suffix of the result files, e.g. the device")
     args = parser.parse_args()
@@ -144,9 +160,12 @@ def main() -> None:
     for name, labels, gold in _datasets(sizes):
         row = bench(name, labels, gold, args.repeats)
         rows.append(row)
-        print(f"{name:>22}: compile {row['compile_s']:.2f}s | jaxanno fit {row['fit_s']:.3f}s "
-              f"(EM {row['solve_s']:.3f}s) | crowd-kit {row['crowdkit_s']:.3f}s | {row['speedup']:.1f}x | "
-              f"acc {row['accuracy']:.4f} vs {row['crowdkit_accuracy']:.4f}", flush=True)
+        print(
+            f"{name:>22}: compile {row['compile_s']:.2f}s | jaxanno fit {row['fit_s']:.3f}s "
+            f"(EM {row['solve_s']:.3f}s) | crowd-kit {row['crowdkit_s']:.3f}s | {row['speedup']:.1f}x | "
+            f"acc {row['accuracy']:.4f} vs {row['crowdkit_accuracy']:.4f}",
+            flush=True,
+        )
         # rewritten after every dataset, so an interrupted run keeps what it measured
         outputs.atomic_write_json(RESULTS / f"crowd_fit{suffix}.json", {"environment": env, "results": rows})
         outputs.atomic_write_text(RESULTS / f"crowd_fit{suffix}.md", _markdown(rows, env))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ REFERENCE = types.EMStatic(m_step="hard", criterion="soft", class_prior="uniform
 
 
 # ---------------------------------------------------------------- workloads
-def rte_workload() -> Dict[str, Any]:
+def rte_workload() -> dict[str, Any]:
     df = pd.read_csv(f"{common.ROOT}/tests/data/rte_labels.csv")
     tasks, task_idx = np.unique(df["task"].to_numpy(), return_inverse=True)
     workers, worker_idx = np.unique(df["worker"].astype(str).to_numpy(), return_inverse=True)
@@ -51,11 +51,19 @@ def rte_workload() -> Dict[str, Any]:
     l_arr = np.full((len(tasks), a), -1, np.int32)
     w_arr[task_idx, slot] = worker_idx
     l_arr[task_idx, slot] = labels
-    return dict(name="rte", frame=df, workers=w_arr, labels=l_arr, num_items=len(tasks), max_annotations=a,
-                num_classes=2, num_workers=len(workers))
+    return dict(
+        name="rte",
+        frame=df,
+        workers=w_arr,
+        labels=l_arr,
+        num_items=len(tasks),
+        max_annotations=a,
+        num_classes=2,
+        num_workers=len(workers),
+    )
 
 
-def synthetic_workload(name: str) -> Dict[str, Any]:
+def synthetic_workload(name: str) -> dict[str, Any]:
     size = common.SIZES[name]
     _, workers, labels = common.synthetic_annotations(**size)
     n, a = workers.shape
@@ -63,13 +71,20 @@ def synthetic_workload(name: str) -> Dict[str, Any]:
     return dict(name=name, frame=frame, workers=workers, labels=labels, **size)
 
 
-def _static(w: Dict[str, Any], em_static: types.EMStatic) -> types.Static:
+def _static(w: dict[str, Any], em_static: types.EMStatic) -> types.Static:
     em_static = dataclasses.replace(em_static, item_block=config.item_block(-1))
-    return types.Static(num_items=w["num_items"], num_prototypes=0, num_classes=w["num_classes"],
-                        num_workers=w["num_workers"], feature_dim=1, max_annotations=w["max_annotations"], em=em_static)
+    return types.Static(
+        num_items=w["num_items"],
+        num_prototypes=0,
+        num_classes=w["num_classes"],
+        num_workers=w["num_workers"],
+        feature_dim=1,
+        max_annotations=w["max_annotations"],
+        em=em_static,
+    )
 
 
-def _lanes(w: Dict[str, Any], seeds: int, with_learner: bool):
+def _lanes(w: dict[str, Any], seeds: int, with_learner: bool):
     """S annotation sets: lane 0 is the shared set; other lanes relabel it with a random
     class permutation and worker shuffle (same difficulty, different bytes)."""
     n, k, nw = w["num_items"], w["num_classes"], w["num_workers"]
@@ -83,7 +98,8 @@ def _lanes(w: Dict[str, Any], seeds: int, with_learner: bool):
         ann = types.AnnotationState(
             worker=jnp.where(valid, perm_w[jnp.maximum(workers, 0)], -1),
             label=jnp.where(valid, perm_c[jnp.maximum(labels, 0)], -1),
-            item_count=valid.sum(-1).astype(jnp.int32), worker_count=jnp.zeros(nw, jnp.int32),
+            item_count=valid.sum(-1).astype(jnp.int32),
+            worker_count=jnp.zeros(nw, jnp.int32),
         )
         learner = jax.nn.log_softmax(2.0 * jax.random.normal(k_lrn, (n, k)), -1) if with_learner else None
         return ann, learner
@@ -120,12 +136,15 @@ def _prior(w, strength: float):
     return jnp.asarray(np.broadcast_to(base * strength, (nw, k, k)), jnp.float32)
 
 
-def bench_jaxanno(w, variant: str, seeds: int, repeats: int, full: bool) -> Dict[str, Any]:
+def bench_jaxanno(w, variant: str, seeds: int, repeats: int, full: bool) -> dict[str, Any]:
     em_static = CLASSIC if variant == "classic" else REFERENCE
     static = _static(w, em_static)
     classic = variant == "classic"
-    params = types.make_params(prior_strength=0.0 if classic else 10.0, log_epsilon=0.0 if classic else 1e-8,
-                               em_epsilon=1e-5 if classic else 1e-3)
+    params = types.make_params(
+        prior_strength=0.0 if classic else 10.0,
+        log_epsilon=0.0 if classic else 1e-8,
+        em_epsilon=1e-5 if classic else 1e-3,
+    )
     ann, learner = _lanes(w, seeds, with_learner=not classic)
     prior = _prior(w, 0.0 if classic else 10.0)
     it, compile_it = common.aot(_iteration_fn(static, params), ann, learner, prior)
@@ -136,8 +155,9 @@ def bench_jaxanno(w, variant: str, seeds: int, repeats: int, full: bool) -> Dict
         solve, compile_solve = common.aot(_solve_fn(static, params), ann, learner, prior)
         t0 = time.perf_counter()
         counts, iters = common.block(solve(ann, learner, prior))
-        row.update(jax_solve_s=time.perf_counter() - t0, jax_solve_iters=int(np.max(iters)),
-                   jax_solve_compile_s=compile_solve)
+        row.update(
+            jax_solve_s=time.perf_counter() - t0, jax_solve_iters=int(np.max(iters)), jax_solve_compile_s=compile_solve
+        )
     n, a, k = w["num_items"], w["max_annotations"], w["num_classes"]
     table = 2 * w["num_workers"] * k * k * 4
     per_lane = n * a * 8 + n * k * 4 + table + (0 if classic else n * k * 4)
@@ -172,13 +192,17 @@ def numpy_classic(w, iters: int, tol: float = 1e-5):
     loss = -np.inf
     for i in range(iters):
         table = np.log(errors).reshape(nw * k, k)
-        ll = np.log(np.maximum(prior, 1e-10)) + sum(np.where(valid[:, a, None], table[codes[:, a]], 0.0)
-                                                    for a in range(workers.shape[1]))
+        ll = np.log(np.maximum(prior, 1e-10)) + sum(
+            np.where(valid[:, a, None], table[codes[:, a]], 0.0) for a in range(workers.shape[1])
+        )
         post = np.exp(ll - ll.max(1, keepdims=True))
         post /= post.sum(1, keepdims=True)
         prior = post.mean(0)
         errors = m_step(post)
-        joint = (post * (ll - np.log(np.maximum(prior, 1e-10)) + valid.sum(1, keepdims=True) * np.log(np.maximum(prior, 1e-10)))).sum()
+        joint = (
+            post
+            * (ll - np.log(np.maximum(prior, 1e-10)) + valid.sum(1, keepdims=True) * np.log(np.maximum(prior, 1e-10)))
+        ).sum()
         new_loss = (joint - (post * np.log(np.maximum(post, 1e-10))).sum()) / valid.sum()
         if new_loss - loss < tol:
             return i + 1
@@ -186,7 +210,7 @@ def numpy_classic(w, iters: int, tol: float = 1e-5):
     return iters
 
 
-def bench_numpy(w, full: bool) -> Dict[str, Any]:
+def bench_numpy(w, full: bool) -> dict[str, Any]:
     t1 = _wall(lambda: numpy_classic(w, 1, tol=-np.inf))
     t3 = _wall(lambda: numpy_classic(w, 3, tol=-np.inf))
     row = dict(numpy_iter_ms=1e3 * max(t3 - t1, 0.0) / 2)
@@ -197,7 +221,7 @@ def bench_numpy(w, full: bool) -> Dict[str, Any]:
     return row
 
 
-def bench_crowdkit(w, full: bool) -> Dict[str, Any]:
+def bench_crowdkit(w, full: bool) -> dict[str, Any]:
     import warnings
 
     from crowdkit.aggregation import DawidSkene
@@ -234,10 +258,10 @@ def main() -> None:
     args = ap.parse_args()
     env = common.environment()
     print(common.env_lines(env))
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for size in args.sizes.split(","):
         w = rte_workload() if size == "rte" else synthetic_workload(size)
-        base: Dict[str, Any] = {}
+        base: dict[str, Any] = {}
         if args.crowdkit:
             base.update(bench_crowdkit(w, args.full and w["num_items"] <= args.full_crowdkit_max_items))
         base.update(bench_numpy(w, args.full))
@@ -250,12 +274,30 @@ def main() -> None:
                 row["x_vs_numpy"] = row["numpy_iter_ms"] / per_lane_ms if row["numpy_iter_ms"] else None
                 rows.append(row)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    cols = ["size", "variant", "seeds", "jax_compile_s", "jax_iter_ms", "numpy_iter_ms", "crowdkit_iter_ms",
-            "x_vs_numpy", "x_vs_crowdkit", "jax_solve_s", "jax_solve_iters", "numpy_solve_s", "numpy_solve_iters",
-            "crowdkit_solve_s", "crowdkit_solve_iters", "floor_ms", "x_floor"]
+    cols = [
+        "size",
+        "variant",
+        "seeds",
+        "jax_compile_s",
+        "jax_iter_ms",
+        "numpy_iter_ms",
+        "crowdkit_iter_ms",
+        "x_vs_numpy",
+        "x_vs_crowdkit",
+        "jax_solve_s",
+        "jax_solve_iters",
+        "numpy_solve_s",
+        "numpy_solve_iters",
+        "crowdkit_solve_s",
+        "crowdkit_solve_iters",
+        "floor_ms",
+        "x_floor",
+    ]
     table = common.markdown_table(rows, cols)
-    md = (f"# EM speed\n\n{common.env_lines(env)}\n\nPer-iteration times are medians; x_vs_* compare one lane "
-          f"(ms / seeds) with the single-threaded baselines on the same data in the same run.\n\n{table}")
+    md = (
+        f"# EM speed\n\n{common.env_lines(env)}\n\nPer-iteration times are medians; x_vs_* compare one lane "
+        f"(ms / seeds) with the single-threaded baselines on the same data in the same run.\n\n{table}"
+    )
     print("\n" + table)
     name = args.name or f"em_speed_{jax.default_backend()}"
     common.write_results(args.out, name, {"environment": env, "rows": rows}, md)

@@ -44,7 +44,8 @@ import os
 import platform
 import sys
 import time
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -77,15 +78,23 @@ def _full(zero: float) -> float:
     return round(2 * 100 * (1 - (1 - zero) * _ERR_RATIO)) / 200
 
 
-TARGETS: Dict[str, Target] = {
+TARGETS: dict[str, Target] = {
     "imagenet_split_0": Target(0.46, _full(0.46), "paper: Dog"),
     "imagenet_split_1": Target(0.81, _full(0.81), "paper: Vertebrate"),
     "imagenet_split_2": Target(0.81, _full(0.81), "paper: Insect + Fungus"),
-    "imagenet_split_3": Target(0.68, _full(0.68), "not in the paper: man-made objects like Commodity (split 4), "
-                               "and humans are as accurate on both (77% vs 78%), so Commodity's target"),
+    "imagenet_split_3": Target(
+        0.68,
+        _full(0.68),
+        "not in the paper: man-made objects like Commodity (split 4), "
+        "and humans are as accurate on both (77% vs 78%), so Commodity's target",
+    ),
     "imagenet_split_4": Target(0.68, _full(0.68), "paper: Commodity"),
-    "imagenet_split_5": Target(0.81, _full(0.81), "not in the paper: the split humans find easiest (87%), so "
-                               "the target of the paper's coarse splits (Vertebrate, Insect + Fungus)"),
+    "imagenet_split_5": Target(
+        0.81,
+        _full(0.81),
+        "not in the paper: the split humans find easiest (87%), so "
+        "the target of the paper's coarse splits (Vertebrate, Insect + Fungus)",
+    ),
     "imagenet_animal": Target(0.61, _full(0.61), "paper: Dog + Vertebrate"),
     "imagenet_100_classes": Target(0.625, 0.89, "paper: ImageNet100 (62.5% top-1, ~84% top-5; ~89% converged)"),
 }
@@ -94,7 +103,7 @@ TARGETS: Dict[str, Target] = {
 class Problem(NamedTuple):
     static: object
     params: object
-    wnids: List[str]
+    wnids: list[str]
     per_class: np.ndarray
     n_proto: int
 
@@ -114,8 +123,9 @@ def problem(experiment: str, width: int) -> Problem:
 def _fit_scores(static, params, features, labels, key, posterior, annotated):
     """top-1 / top-5 over the items of one `fit_predict` call."""
     n = static.num_items
-    state = learner.fit_predict(static, params, features, posterior, labels[n:], annotated,
-                                learner.init_state(static), key)
+    state = learner.fit_predict(
+        static, params, features, posterior, labels[n:], annotated, learner.init_state(static), key
+    )
     rank = metrics.true_class_rank(state.probs[:n], labels[:n])
     return (rank < 1).mean(), (rank < 5).mean()
 
@@ -127,10 +137,8 @@ def _score_keys(static, params, features, labels, keys, uniform, truth):
     would constant-fold reductions over them for tens of seconds.
     """
     n = static.num_items
-    zero = jax.vmap(lambda key: _fit_scores(static, params, features, labels, key, uniform,
-                                            jnp.zeros(n, bool)))(keys)
-    full = jax.vmap(lambda key: _fit_scores(static, params, features, labels, key, truth,
-                                            jnp.ones(n, bool)))(keys)
+    zero = jax.vmap(lambda key: _fit_scores(static, params, features, labels, key, uniform, jnp.zeros(n, bool)))(keys)
+    full = jax.vmap(lambda key: _fit_scores(static, params, features, labels, key, truth, jnp.ones(n, bool)))(keys)
     return zero[0], zero[1], full[0]
 
 
@@ -144,12 +152,12 @@ def _scores_of_parts(static, params, mean_rows, z, basis, noise, labels, keys, u
     return _score_keys(static, params, features, labels, keys, uniform, truth)
 
 
-def _posteriors(prob: Problem, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _posteriors(prob: Problem, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, k = prob.static.num_items, prob.static.num_classes
     return np.full((n, k), 1.0 / k, np.float32), np.eye(k, dtype=np.float32)[labels[:n]]
 
 
-def _lists(out) -> Dict[str, List[float]]:
+def _lists(out) -> dict[str, list[float]]:
     z1, z5, f1 = (np.asarray(jax.device_get(o), np.float64).tolist() for o in out)
     return {"zero_top1": z1, "zero_top5": z5, "full_top1": f1}
 
@@ -159,13 +167,20 @@ def _keys(seeds: Sequence[int]) -> jax.Array:
 
 
 def measure(
-    prob: Problem, noise: Tuple[float, float], data_seed: int, learner_seeds: Sequence[int]
-) -> Dict[str, List[float]]:
+    prob: Problem, noise: tuple[float, float], data_seed: int, learner_seeds: Sequence[int]
+) -> dict[str, list[float]]:
     """Zero-label top-1 / top-5 and all-labels top-1 of each fit on one stand-in draw."""
-    features, labels, _ = standin.generate(prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim,
-                                           data_seed, noise)
-    out = _scores(prob.static, prob.params, jnp.asarray(features), jnp.asarray(labels), _keys(learner_seeds),
-                  *_posteriors(prob, labels))
+    features, labels, _ = standin.generate(
+        prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim, data_seed, noise
+    )
+    out = _scores(
+        prob.static,
+        prob.params,
+        jnp.asarray(features),
+        jnp.asarray(labels),
+        _keys(learner_seeds),
+        *_posteriors(prob, labels),
+    )
     return _lists(out)
 
 
@@ -181,7 +196,7 @@ def scorer(prob: Problem, data_seed: int, learner_seeds: Sequence[int]):
     del z
     keys, post = _keys(learner_seeds), [jax.device_put(a) for a in _posteriors(prob, d.labels)]
 
-    def score(s: float, u: float) -> Dict[str, float]:
+    def score(s: float, u: float) -> dict[str, float]:
         noise = jnp.asarray([s, u], jnp.float32)
         out = _scores_of_parts(prob.static, prob.params, parts[0], parts[1], parts[2], noise, parts[3], keys, *post)
         return {k: float(np.mean(v)) for k, v in _lists(out).items()}
@@ -200,7 +215,7 @@ def _bisect(f, lo: float, hi: float, target: float, steps: int) -> float:
     return math.sqrt(lo * hi)
 
 
-def initial_noise(experiment: str, width: int) -> Tuple[float, float]:
+def initial_noise(experiment: str, width: int) -> tuple[float, float]:
     """Search start: the table's entry, else the narrowest calibrated width's entry with the
     nuisance std rescaled to keep the total nuisance variance (D - K) u^2, else the default."""
     if (experiment, width) in standin.CALIBRATION:
@@ -213,24 +228,34 @@ def initial_noise(experiment: str, width: int) -> Tuple[float, float]:
     return s, u * math.sqrt((known[0] - k) / max(width - k, 1))
 
 
-def search(experiment: str, width: int, rounds: int, steps: int, learner_seeds: Sequence[int],
-           start: Tuple[float, float], spread: float) -> Tuple[float, float]:
+def search(
+    experiment: str,
+    width: int,
+    rounds: int,
+    steps: int,
+    learner_seeds: Sequence[int],
+    start: tuple[float, float],
+    spread: float,
+) -> tuple[float, float]:
     """(signal_std, nuisance_std) meeting both targets on stand-in draw 0 (common numbers).
 
     Each round bisects s in [s / spread, s * spread] against the all-labels target, then u
     in [u / spread, u * spread] against the zero-label target.
     """
     prob, target = problem(experiment, width), TARGETS[experiment]
-    cache: Dict[Tuple[float, float], Dict[str, float]] = {}
+    cache: dict[tuple[float, float], dict[str, float]] = {}
     fixed = scorer(prob, 0, learner_seeds)
 
-    def score(s: float, u: float) -> Dict[str, float]:
+    def score(s: float, u: float) -> dict[str, float]:
         key = (round(s, 5), round(u, 5))
         if key not in cache:
             cache[key] = fixed(*key)
             c = cache[key]
-            print(f"  {experiment} D={width} s={key[0]:.4f} u={key[1]:.4f}: zero {100 * c['zero_top1']:.1f} "
-                  f"full {100 * c['full_top1']:.1f}", flush=True)
+            print(
+                f"  {experiment} D={width} s={key[0]:.4f} u={key[1]:.4f}: zero {100 * c['zero_top1']:.1f} "
+                f"full {100 * c['full_top1']:.1f}",
+                flush=True,
+            )
         return cache[key]
 
     s, u = start
@@ -243,23 +268,31 @@ def search(experiment: str, width: int, rounds: int, steps: int, learner_seeds: 
     return min(cache, key=lambda p: _miss(cache[p], target))
 
 
-def _miss(figures: Dict[str, float], target: Target) -> float:
+def _miss(figures: dict[str, float], target: Target) -> float:
     """Largest distance of the two figures from their targets."""
     return max(abs(figures["zero_top1"] - target.zero), abs(figures["full_top1"] - target.full))
 
 
-def _environment() -> Dict[str, str]:
+def _environment() -> dict[str, str]:
     import flax
     import optax
 
     dev = jax.devices()[0]
-    return {"device": f"{dev.platform}:{dev.device_kind}", "cpu_count": str(os.cpu_count()),
-            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine()}
+    return {
+        "device": f"{dev.platform}:{dev.device_kind}",
+        "cpu_count": str(os.cpu_count()),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
 
 
-def table(experiments: Sequence[str], widths: Sequence[int], data_seeds: Sequence[int],
-          learner_seeds: Sequence[int]) -> List[Dict[str, object]]:
+def table(
+    experiments: Sequence[str], widths: Sequence[int], data_seeds: Sequence[int], learner_seeds: Sequence[int]
+) -> list[dict[str, object]]:
     rows = []
     for width in widths:
         for experiment in experiments:
@@ -268,43 +301,62 @@ def table(experiments: Sequence[str], widths: Sequence[int], data_seeds: Sequenc
             t0 = time.perf_counter()
             runs = [measure(prob, noise, seed, learner_seeds) for seed in data_seeds]
             cols = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
-            row = {"experiment": experiment, "width": width, "signal_std": noise[0], "nuisance_std": noise[1],
-                   "calibrated": (experiment, width) in standin.CALIBRATION,
-                   "target_zero_top1": target.zero, "target_full_top1": target.full, "target_source": target.why,
-                   "num_items": prob.static.num_items, "seconds": round(time.perf_counter() - t0, 1)}
+            row = {
+                "experiment": experiment,
+                "width": width,
+                "signal_std": noise[0],
+                "nuisance_std": noise[1],
+                "calibrated": (experiment, width) in standin.CALIBRATION,
+                "target_zero_top1": target.zero,
+                "target_full_top1": target.full,
+                "target_source": target.why,
+                "num_items": prob.static.num_items,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
             for k, v in cols.items():
                 row[k], row[k + "_std"] = float(v.mean()), float(v.std())
-            row["within_tolerance"] = bool(abs(row["zero_top1"] - target.zero) <= TOLERANCE
-                                           and abs(row["full_top1"] - target.full) <= TOLERANCE)
+            row["within_tolerance"] = bool(
+                abs(row["zero_top1"] - target.zero) <= TOLERANCE and abs(row["full_top1"] - target.full) <= TOLERANCE
+            )
             print(_md_row(row), flush=True)
             rows.append(row)
     return rows
 
 
-_MD_HEADER = ("| experiment | width | signal_std | nuisance_std | target 0 labels | measured 0 labels (top-5) "
-              "| target all labels | measured all labels | within 3 pts |\n|---|---|---|---|---|---|---|---|---|")
+_MD_HEADER = (
+    "| experiment | width | signal_std | nuisance_std | target 0 labels | measured 0 labels (top-5) "
+    "| target all labels | measured all labels | within 3 pts |\n|---|---|---|---|---|---|---|---|---|"
+)
 
 
-def _md_row(r: Dict[str, object]) -> str:
+def _md_row(r: dict[str, object]) -> str:
     pct = lambda key: f"{100 * r[key]:.1f}"  # noqa: E731
-    return (f"| {r['experiment']} | {r['width']} | {r['signal_std']} | {r['nuisance_std']} | {pct('target_zero_top1')} "
-            f"| {pct('zero_top1')} ± {pct('zero_top1_std')} ({pct('zero_top5')}) | {pct('target_full_top1')} "
-            f"| {pct('full_top1')} ± {pct('full_top1_std')} | {'yes' if r['within_tolerance'] else 'NO'} |")
+    return (
+        f"| {r['experiment']} | {r['width']} | {r['signal_std']} | {r['nuisance_std']} | {pct('target_zero_top1')} "
+        f"| {pct('zero_top1')} ± {pct('zero_top1_std')} ({pct('zero_top5')}) | {pct('target_full_top1')} "
+        f"| {pct('full_top1')} ± {pct('full_top1_std')} | {'yes' if r['within_tolerance'] else 'NO'} |"
+    )
 
 
-def write(rows: List[Dict[str, object]], args: argparse.Namespace, name: str, folder: str) -> None:
+def write(rows: list[dict[str, object]], args: argparse.Namespace, name: str, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     env = _environment()
-    meta = {"environment": env, "data_seeds": args.data_seeds, "learner_seeds": args.learner_seeds,
-            "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "environment": env,
+        "data_seeds": args.data_seeds,
+        "learner_seeds": args.learner_seeds,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     with open(os.path.join(folder, f"{name}.json"), "w") as f:
         json.dump({**meta, "rows": rows}, f, indent=1)
     with open(os.path.join(folder, f"{name}.md"), "w") as f:
         f.write("# Stand-in calibration (stand-in features, not ImageNet)\n\n")
-        f.write(f"Learner top-1 over all items, in %: mean ± std over {len(args.data_seeds)} stand-in draws x "
-                f"{len(args.learner_seeds)} fits. '0 labels' is the step-0 fit on 5 prototypes per class; "
-                "'all labels' trains on every item's true label. Produced by "
-                "`python benchmarks/bench_standin_calibration.py`.\n\n")
+        f.write(
+            f"Learner top-1 over all items, in %: mean ± std over {len(args.data_seeds)} stand-in draws x "
+            f"{len(args.learner_seeds)} fits. '0 labels' is the step-0 fit on 5 prototypes per class; "
+            "'all labels' trains on every item's true label. Produced by "
+            "`python benchmarks/bench_standin_calibration.py`.\n\n"
+        )
         f.write(f"Environment: {', '.join(f'{k} {v}' for k, v in env.items())}; {meta['date']}.\n\n")
         f.write(_MD_HEADER + "\n" + "\n".join(_md_row(r) for r in rows) + "\n\n")
         f.write("Targets:\n\n")
@@ -313,7 +365,7 @@ def write(rows: List[Dict[str, object]], args: argparse.Namespace, name: str, fo
             f.write(f"- {exp}: {TARGETS[exp].why}; all-labels target {100 * TARGETS[exp].full:.1f}{ratio}\n")
 
 
-def _ints(text: str) -> List[int]:
+def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
@@ -339,8 +391,9 @@ def main() -> None:
         for width in widths:
             for experiment in experiments:
                 start = tuple(map(float, args.start.split(","))) if args.start else initial_noise(experiment, width)
-                found[f"{experiment}|{width}"] = search(experiment, width, args.rounds, args.steps,
-                                                        args.learner_seeds, start, args.spread)
+                found[f"{experiment}|{width}"] = search(
+                    experiment, width, args.rounds, args.steps, args.learner_seeds, start, args.spread
+                )
                 print(f'    ("{experiment}", {width}): {found[f"{experiment}|{width}"]},', flush=True)
                 with open(os.path.join(args.results_dir, f"{args.output}_search.json"), "w") as f:
                     json.dump({"environment": _environment(), "found": found}, f, indent=1)

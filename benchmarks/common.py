@@ -11,7 +11,8 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ SIZES = {
 H200_BANDWIDTH = 4.2e12  # bytes / s, a measured device-to-device copy rate
 
 
-def environment() -> Dict[str, str]:
+def environment() -> dict[str, str]:
     env = outputs.environment()
     try:
         import crowdkit
@@ -47,11 +48,11 @@ def block(tree: Any) -> Any:
     return jax.block_until_ready(tree)
 
 
-def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, min_seconds: float = 0.0) -> Dict[str, float]:
+def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, min_seconds: float = 0.0) -> dict[str, float]:
     """Median and min wall time of `fn()` (results blocked on), after `warmup` calls."""
     for _ in range(warmup):
         block(fn())
-    times: List[float] = []
+    times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeats or time.perf_counter() - start < min_seconds:
         t0 = time.perf_counter()
@@ -68,8 +69,9 @@ def aot(fn: Callable, *args: Any, static_argnums=()) -> tuple[Callable, float]:
     return compiled, time.perf_counter() - t0
 
 
-def synthetic_annotations(num_items: int, max_annotations: int, num_classes: int, num_workers: int,
-                          seed: int = 0, accuracy: float = 0.7):
+def synthetic_annotations(
+    num_items: int, max_annotations: int, num_classes: int, num_workers: int, seed: int = 0, accuracy: float = 0.7
+):
     """(truth, workers, labels): every item has A labels from distinct workers, each right
     with probability `accuracy`, otherwise uniform over the classes (numpy)."""
     rng = np.random.default_rng(seed)
@@ -84,23 +86,24 @@ def synthetic_annotations(num_items: int, max_annotations: int, num_classes: int
 def annotation_state(workers: np.ndarray, labels: np.ndarray, num_workers: int) -> types.AnnotationState:
     valid = workers >= 0
     return types.AnnotationState(
-        worker=jnp.asarray(workers), label=jnp.asarray(labels),
+        worker=jnp.asarray(workers),
+        label=jnp.asarray(labels),
         item_count=jnp.asarray(valid.sum(-1).astype(np.int32)),
         worker_count=jnp.asarray(np.bincount(workers[valid], minlength=num_workers).astype(np.int32)),
     )
 
 
-def write_results(out_dir: str, name: str, payload: Dict[str, Any], markdown: str) -> None:
+def write_results(out_dir: str, name: str, payload: dict[str, Any], markdown: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     outputs.atomic_write_json(os.path.join(out_dir, f"{name}.json"), payload)
     outputs.atomic_write_text(os.path.join(out_dir, f"{name}.md"), markdown + "\n")
 
 
-def env_lines(env: Dict[str, str]) -> str:
+def env_lines(env: dict[str, str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in env.items())
 
 
-def markdown_table(rows: List[Dict[str, Any]], columns: List[str], headers: Optional[List[str]] = None) -> str:
+def markdown_table(rows: list[dict[str, Any]], columns: list[str], headers: list[str] | None = None) -> str:
     headers = headers or columns
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
     for row in rows:
@@ -122,5 +125,5 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def dump(payload: Dict[str, Any]) -> str:
+def dump(payload: dict[str, Any]) -> str:
     return json.dumps(payload, indent=2, default=str)

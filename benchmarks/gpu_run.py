@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Any
 
 import jax
 import numpy as np
@@ -46,7 +46,7 @@ class CompileClock:
         return out
 
 
-def _save(out_dir: str, results: Dict[str, Any]) -> None:
+def _save(out_dir: str, results: dict[str, Any]) -> None:
     os.makedirs(out_dir, exist_ok=True)
     tmp = os.path.join(out_dir, ".gpu_run.json.tmp")
     with open(tmp, "w") as f:
@@ -62,7 +62,7 @@ def _peak_bytes() -> float:
 def em_floor(tiny: bool) -> list:
     w = bench_em_speed.synthetic_workload("vertebrate" if tiny else "imagenet100")
     rows = []
-    for seeds in ((1, 4) if tiny else (1, 64)):
+    for seeds in (1, 4) if tiny else (1, 64):
         for variant in ("reference", "classic"):
             row = bench_em_speed.bench_jaxanno(w, variant, seeds, repeats=5 if tiny else 20, full=False)
             rows.append(row)
@@ -86,7 +86,7 @@ def _problem(seeds: int, tiny: bool) -> experiment.Problem:
     return experiment.prepare(cfg)
 
 
-def full_run(seeds: int, clock: CompileClock, tiny: bool, max_chunks: int = 0) -> Dict[str, Any]:
+def full_run(seeds: int, clock: CompileClock, tiny: bool, max_chunks: int = 0) -> dict[str, Any]:
     t0 = time.perf_counter()
     problem = _problem(seeds, tiny)
     t_prepare = time.perf_counter() - t0
@@ -108,10 +108,18 @@ def full_run(seeds: int, clock: CompileClock, tiny: bool, max_chunks: int = 0) -
     steady = chunk_times[1:] or chunk_times
     per_step = float(np.median(steady)) / problem.cfg.run.chunk_steps
     return {
-        "seeds": seeds, "items": problem.static.num_items, "feature_dim": problem.static.feature_dim,
-        "prepare_s": t_prepare, "wall_s_including_compile": wall, "compile_s": compile_s,
-        "wall_s_excluding_compile": wall - compile_s, "steps": step, "chunks": len(chunk_times),
-        "first_chunk_s": chunk_times[0], "per_step_s": per_step, "seed_steps_per_s": seeds / per_step,
+        "seeds": seeds,
+        "items": problem.static.num_items,
+        "feature_dim": problem.static.feature_dim,
+        "prepare_s": t_prepare,
+        "wall_s_including_compile": wall,
+        "compile_s": compile_s,
+        "wall_s_excluding_compile": wall - compile_s,
+        "steps": step,
+        "chunks": len(chunk_times),
+        "first_chunk_s": chunk_times[0],
+        "per_step_s": per_step,
+        "seed_steps_per_s": seeds / per_step,
         "final_cost_per_item": float(np.asarray(m.cost_per_item)[:seeds, -1].mean()),
         "final_top1": float(np.asarray(m.aggregate.all.top1)[:seeds, -1].mean()),
         "learner_top1": float(np.asarray(m.learner.all.top1)[:seeds, -1].mean()),
@@ -126,7 +134,7 @@ def main() -> None:
     ap.add_argument("--phases", default="em_floor,full_run,one_seed")
     args = ap.parse_args()
     clock = CompileClock()
-    results: Dict[str, Any] = {"environment": common.environment()}
+    results: dict[str, Any] = {"environment": common.environment()}
     print(results["environment"], flush=True)
     for phase in args.phases.split(","):  # in the order given
         if phase == "em_floor":

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import pathlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import jax
 import numpy as np
@@ -26,18 +26,20 @@ FILE = "checkpoint.msgpack"
 FORMAT_VERSION = 1
 
 
-def fingerprint(resolved_config: Dict[str, Any], seeds: List[int]) -> str:
+def fingerprint(resolved_config: dict[str, Any], seeds: list[int]) -> str:
     """A stable hash of everything that determines a run's results."""
     payload = json.dumps({"config": resolved_config, "seeds": seeds, "v": FORMAT_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def merge_chunks(chunks: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+def merge_chunks(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Flat metric chunks {name: (G, S, T_chunk)} -> one dict concatenated over steps."""
     return {k: np.concatenate([c[k] for c in chunks], axis=-1) for k in chunks[0]} if chunks else {}
 
 
-def save(workdir: os.PathLike, state: types.SimState, metrics: List[Dict[str, np.ndarray]], step: int, print_: str) -> None:
+def save(
+    workdir: os.PathLike, state: types.SimState, metrics: list[dict[str, np.ndarray]], step: int, print_: str
+) -> None:
     """Write the checkpoint atomically."""
     payload = {
         "state": serialization.to_state_dict(jax.device_get(state)),
@@ -56,7 +58,9 @@ def save(workdir: os.PathLike, state: types.SimState, metrics: List[Dict[str, np
     os.replace(tmp, path)
 
 
-def load(workdir: os.PathLike, template: types.SimState, print_: str) -> Optional[Tuple[types.SimState, Dict[str, np.ndarray], int]]:
+def load(
+    workdir: os.PathLike, template: types.SimState, print_: str
+) -> tuple[types.SimState, dict[str, np.ndarray], int] | None:
     """The checkpoint in `workdir`, or None when there is none.
 
     Raises:
@@ -74,4 +78,3 @@ def load(workdir: os.PathLike, template: types.SimState, print_: str) -> Optiona
     state = serialization.from_state_dict(template, payload["state"])
     metrics = {name: payload["metrics"][name] for name in payload["metric_names"]}
     return state, metrics, int(payload["step"])
-

@@ -16,13 +16,14 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import jax
 import numpy as np
 from ml_collections import config_dict
 
-from jaxanno import checkpoint, config as config_lib, distributed, experiment, outputs
+from jaxanno import checkpoint, distributed, experiment, outputs
+from jaxanno import config as config_lib
 
 PROGRAM = "jit(_advance_impl)"  # name under which the simulation program is compiled
 
@@ -33,10 +34,10 @@ class Progress:
     def __init__(self, problem: experiment.Problem, quiet: bool, stream=sys.stderr):
         self.problem, self.quiet, self.stream = problem, quiet, stream
         self.t_start = time.perf_counter()
-        self.t_first: Optional[float] = None
+        self.t_first: float | None = None
         self.step_first = 0
 
-    def __call__(self, step: int, done: np.ndarray, chunks: List[Dict[str, np.ndarray]]) -> None:
+    def __call__(self, step: int, done: np.ndarray, chunks: list[dict[str, np.ndarray]]) -> None:
         if self.quiet:
             return
         now = time.perf_counter()
@@ -60,15 +61,24 @@ class Progress:
         print(line, file=self.stream, flush=True)
 
 
-def _problem_info(problem: experiment.Problem, compiles: Dict[str, int], wall: float) -> Dict[str, Any]:
+def _problem_info(problem: experiment.Problem, compiles: dict[str, int], wall: float) -> dict[str, Any]:
     fs = problem.features
     return {
-        "data": fs.description, "num_items": fs.num_items, "num_prototypes": fs.num_prototypes,
-        "num_classes": fs.num_classes, "class_names": fs.class_names, "feature_dim": int(fs.features.shape[1]),
-        "static": config_lib.static_fields(problem.static), "grid_points": problem.points,
-        "seeds": problem.seeds, "max_steps": problem.max_steps, "environment": outputs.environment(),
-        "processes": jax.process_count(), "devices": problem.mesh.size,
-        "compilations": dict(compiles), "wall_seconds": round(wall, 2),
+        "data": fs.description,
+        "num_items": fs.num_items,
+        "num_prototypes": fs.num_prototypes,
+        "num_classes": fs.num_classes,
+        "class_names": fs.class_names,
+        "feature_dim": int(fs.features.shape[1]),
+        "static": config_lib.static_fields(problem.static),
+        "grid_points": problem.points,
+        "seeds": problem.seeds,
+        "max_steps": problem.max_steps,
+        "environment": outputs.environment(),
+        "processes": jax.process_count(),
+        "devices": problem.mesh.size,
+        "compilations": dict(compiles),
+        "wall_seconds": round(wall, 2),
     }
 
 
@@ -155,7 +165,9 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
             print(f"warning: no report written: {err}", file=sys.stderr)
     print(summary)
     n_sim = compiles.get(PROGRAM, 0)
-    print(f"\n{problem.num_grid} grid point(s) x {len(problem.seeds)} seed(s) on {problem.mesh.size} device(s); "
-          f"simulation program compiled {n_sim} time(s), {sum(compiles.values())} XLA compilation(s) in all; "
-          f"{info['wall_seconds']:.1f}s; results in {out}")
+    print(
+        f"\n{problem.num_grid} grid point(s) x {len(problem.seeds)} seed(s) on {problem.mesh.size} device(s); "
+        f"simulation program compiled {n_sim} time(s), {sum(compiles.values())} XLA compilation(s) in all; "
+        f"{info['wall_seconds']:.1f}s; results in {out}"
+    )
     return 0

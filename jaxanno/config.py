@@ -20,7 +20,8 @@ import dataclasses
 import importlib
 import itertools
 import math
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ml_collections import config_dict
@@ -35,46 +36,66 @@ class ConfigError(ValueError):
     """An impossible or inconsistent setting, found before anything compiles."""
 
 
-METHODS: Dict[str, Dict[str, Any]] = {
+METHODS: dict[str, dict[str, Any]] = {
     "ds_model": {"optimizer.criterion": "soft", "learner.algo": "dummy"},
     "lean": {
-        "optimizer.criterion": "hard", "learner.algo": "mlp", "learner.calibrate": "cv_3",
-        "learner.semi_supervised": "none", "learner.early_stop_scope": "local",
+        "optimizer.criterion": "hard",
+        "learner.algo": "mlp",
+        "learner.calibrate": "cv_3",
+        "learner.semi_supervised": "none",
+        "learner.early_stop_scope": "local",
         "learner.prototype_as_val": False,
     },
     "improved_lean": {
-        "optimizer.criterion": "soft", "learner.algo": "mlp", "learner.calibrate": "temperature",
-        "learner.semi_supervised": "none", "learner.early_stop_scope": "global",
+        "optimizer.criterion": "soft",
+        "learner.algo": "mlp",
+        "learner.calibrate": "temperature",
+        "learner.semi_supervised": "none",
+        "learner.early_stop_scope": "global",
         "learner.prototype_as_val": True,
     },
     "efficient_annotation": {
-        "optimizer.criterion": "soft", "learner.algo": "mlp", "learner.calibrate": "temperature",
-        "learner.semi_supervised": "pseudolabel", "learner.early_stop_scope": "global",
+        "optimizer.criterion": "soft",
+        "learner.algo": "mlp",
+        "learner.calibrate": "temperature",
+        "learner.semi_supervised": "pseudolabel",
+        "learner.early_stop_scope": "global",
         "learner.prototype_as_val": True,
     },
     "efficient_annotation_mixmatch": {
-        "optimizer.criterion": "soft", "learner.algo": "mlp", "learner.calibrate": "temperature",
-        "learner.semi_supervised": "mixmatch", "learner.early_stop_scope": "global",
+        "optimizer.criterion": "soft",
+        "learner.algo": "mlp",
+        "learner.calibrate": "temperature",
+        "learner.semi_supervised": "mixmatch",
+        "learner.early_stop_scope": "global",
         "learner.prototype_as_val": True,
     },
 }
 
-SIMULATIONS: Dict[str, Dict[str, Any]] = {
+SIMULATIONS: dict[str, dict[str, Any]] = {
     "amt_structured_noise": {"worker.type": "structured_noise"},
     "amt_uniform_noise": {"worker.type": "uniform_noise"},
 }
 
 # Values used when neither a file, the command line nor a preset sets a field.
-FALLBACKS: Dict[str, Any] = {
-    "optimizer.criterion": "soft", "learner.algo": "dummy", "learner.calibrate": "temperature",
-    "learner.semi_supervised": "none", "learner.early_stop_scope": "local",
-    "learner.prototype_as_val": True, "worker.type": "structured_noise",
-    "n_data_distraction_per_class": 0, "n_prototype_per_class": 10, "risk_thres": 0.1,
-    "online.n_hits_per_step": 5, "online.hit_size": 40, "online.budget": 400000,
+FALLBACKS: dict[str, Any] = {
+    "optimizer.criterion": "soft",
+    "learner.algo": "dummy",
+    "learner.calibrate": "temperature",
+    "learner.semi_supervised": "none",
+    "learner.early_stop_scope": "local",
+    "learner.prototype_as_val": True,
+    "worker.type": "structured_noise",
+    "n_data_distraction_per_class": 0,
+    "n_prototype_per_class": 10,
+    "risk_thres": 0.1,
+    "online.n_hits_per_step": 5,
+    "online.hit_size": 40,
+    "online.budget": 400000,
 }
 
 # Params field -> config path. Every one can be swept: ``--config.sweep.<field>='(a,b)'``.
-PARAM_PATHS: Dict[str, str] = {
+PARAM_PATHS: dict[str, str] = {
     "risk_threshold": "risk_thres",
     "budget": "online.budget",
     "max_annotation_per_worker": "sampler.max_annotation_per_worker",
@@ -193,20 +214,22 @@ def _set(cfg: config_dict.ConfigDict, path: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _experiment_preset(name: str) -> Dict[str, Any]:
+def _experiment_preset(name: str) -> dict[str, Any]:
     exps = amt.experiments()
     if name not in exps:
         raise ConfigError(f"setting experiment={name!r}: unknown; allowed: {sorted(exps)} or ''")
     e = exps[name]
     return {
-        "wnids": " ".join(e["wnids"]), "n_data_per_class": e["n_data_per_class"],
+        "wnids": " ".join(e["wnids"]),
+        "n_data_per_class": e["n_data_per_class"],
         "n_data_distraction_per_class": e["n_data_distraction_per_class"],
-        "n_prototype_per_class": e["n_prototype_per_class"], "risk_thres": e["risk_thres"],
+        "n_prototype_per_class": e["n_prototype_per_class"],
+        "risk_thres": e["risk_thres"],
         **{f"online.{k}": v for k, v in e["online"].items()},
     }
 
 
-def _preset(table: Mapping[str, Dict[str, Any]], kind: str, name: str) -> Dict[str, Any]:
+def _preset(table: Mapping[str, dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     if name not in table:
         raise ConfigError(f"setting {kind}={name!r}: unknown; allowed: {sorted(table)}")
     return table[name]
@@ -218,7 +241,7 @@ def resolve(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
     Explicit values (file or command line) are never overwritten.
     """
     out = copy.deepcopy(cfg)
-    presets: Dict[str, Any] = {}
+    presets: dict[str, Any] = {}
     if cfg.experiment:
         presets.update(_experiment_preset(cfg.experiment))
     presets.update(_preset(METHODS, "method", cfg.method))
@@ -239,7 +262,7 @@ def _check_choice(cfg, path: str, allowed: Sequence[str]) -> None:
     _require(value in allowed, path, value, f"one of {list(allowed)}")
 
 
-def calibration_kind(calibrate: str) -> Tuple[str, int]:
+def calibration_kind(calibrate: str) -> tuple[str, int]:
     """'cv_3' -> ('cv', 3); 'temperature' -> ('temperature', 0); 'none' -> ('none', 0)."""
     if calibrate.startswith("cv_") and calibrate[3:].isdigit():
         return "cv", int(calibrate[3:])
@@ -248,8 +271,11 @@ def calibration_kind(calibrate: str) -> Tuple[str, int]:
 
 def validate(cfg: config_dict.ConfigDict) -> None:
     """Check a resolved config for impossible or inconsistent settings (no data needed)."""
-    missing = [p for p in ("wnids", "risk_thres", "online.hit_size", "online.n_hits_per_step", "online.budget")
-               if _get(cfg, p) is None and not (p == "wnids" and cfg.data.source != "standin")]
+    missing = [
+        p
+        for p in ("wnids", "risk_thres", "online.hit_size", "online.n_hits_per_step", "online.budget")
+        if _get(cfg, p) is None and not (p == "wnids" and cfg.data.source != "standin")
+    ]
     if missing:
         raise ConfigError(f"settings {missing} are unset: set them or choose an experiment")
     _check_choice(cfg, "worker.type", types.WORKER_TYPES)
@@ -266,38 +292,78 @@ def validate(cfg: config_dict.ConfigDict) -> None:
     _check_choice(cfg, "learner.early_stop_scope", types.EARLY_STOP_SCOPES)
     _check_choice(cfg, "data.source", ("standin", "reference", "npz", "npy"))
     kind, folds = calibration_kind(cfg.learner.calibrate)
-    _require(kind in types.CALIBRATIONS and (kind != "cv" or folds >= 2), "learner.calibrate",
-             cfg.learner.calibrate, "'none', 'temperature' or 'cv_<k>' with k >= 2")
-    _require(not (kind == "cv" and cfg.learner.prototype_as_val), "learner.calibrate", cfg.learner.calibrate,
-             "'cv_<k>' only with learner.prototype_as_val=False (the folds need the prototypes)")
+    _require(
+        kind in types.CALIBRATIONS and (kind != "cv" or folds >= 2),
+        "learner.calibrate",
+        cfg.learner.calibrate,
+        "'none', 'temperature' or 'cv_<k>' with k >= 2",
+    )
+    _require(
+        not (kind == "cv" and cfg.learner.prototype_as_val),
+        "learner.calibrate",
+        cfg.learner.calibrate,
+        "'cv_<k>' only with learner.prototype_as_val=False (the folds need the prototypes)",
+    )
     _require(0 < cfg.risk_thres < 1, "risk_thres", cfg.risk_thres, "a value in (0, 1)")
     _require(0 < cfg.learner.risk_thres < 1, "learner.risk_thres", cfg.learner.risk_thres, "a value in (0, 1)")
-    _require(cfg.sampler.max_annotation_per_example >= 1, "sampler.max_annotation_per_example",
-             cfg.sampler.max_annotation_per_example, "an integer >= 1")
+    _require(
+        cfg.sampler.max_annotation_per_example >= 1,
+        "sampler.max_annotation_per_example",
+        cfg.sampler.max_annotation_per_example,
+        "an integer >= 1",
+    )
     _require(cfg.online.budget >= 0, "online.budget", cfg.online.budget, "a non-negative number of labels")
     _require(cfg.online.hit_size >= 1, "online.hit_size", cfg.online.hit_size, "an integer >= 1")
     _require(cfg.online.n_hits_per_step >= 1, "online.n_hits_per_step", cfg.online.n_hits_per_step, "an integer >= 1")
     _require(cfg.worker.n >= 1, "worker.n", cfg.worker.n, "an integer >= 1")
-    _require(cfg.online.n_hits_per_step <= cfg.worker.n, "online.n_hits_per_step", cfg.online.n_hits_per_step,
-             f"at most worker.n={cfg.worker.n} (each HIT of a step goes to a different worker)")
-    _require(cfg.sampler.max_annotation_per_worker >= cfg.online.hit_size, "sampler.max_annotation_per_worker",
-             cfg.sampler.max_annotation_per_worker, f"at least online.hit_size={cfg.online.hit_size}")
+    _require(
+        cfg.online.n_hits_per_step <= cfg.worker.n,
+        "online.n_hits_per_step",
+        cfg.online.n_hits_per_step,
+        f"at most worker.n={cfg.worker.n} (each HIT of a step goes to a different worker)",
+    )
+    _require(
+        cfg.sampler.max_annotation_per_worker >= cfg.online.hit_size,
+        "sampler.max_annotation_per_worker",
+        cfg.sampler.max_annotation_per_worker,
+        f"at least online.hit_size={cfg.online.hit_size}",
+    )
     _require(cfg.worker.prior.strength >= 0, "worker.prior.strength", cfg.worker.prior.strength, "a value >= 0")
-    _require(cfg.optimizer.item_block >= -1, "optimizer.item_block", cfg.optimizer.item_block,
-             "-1 (automatic), 0 (all items at once) or a block size")
+    _require(
+        cfg.optimizer.item_block >= -1,
+        "optimizer.item_block",
+        cfg.optimizer.item_block,
+        "-1 (automatic), 0 (all items at once) or a block size",
+    )
     _require(cfg.optimizer.max_em_steps >= 1, "optimizer.max_em_steps", cfg.optimizer.max_em_steps, "an integer >= 1")
-    _require(cfg.optimizer.likelihood_epsilon >= 0, "optimizer.likelihood_epsilon",
-             cfg.optimizer.likelihood_epsilon, "a value >= 0")
+    _require(
+        cfg.optimizer.likelihood_epsilon >= 0,
+        "optimizer.likelihood_epsilon",
+        cfg.optimizer.likelihood_epsilon,
+        "a value >= 0",
+    )
     _require(cfg.learner.batch_size >= 1, "learner.batch_size", cfg.learner.batch_size, "an integer >= 1")
     _require(cfg.learner.eval_every >= 1, "learner.eval_every", cfg.learner.eval_every, "an integer >= 1")
-    _require(cfg.learner.max_epochs >= cfg.learner.eval_every, "learner.max_epochs", cfg.learner.max_epochs,
-             f"at least learner.eval_every={cfg.learner.eval_every}")
+    _require(
+        cfg.learner.max_epochs >= cfg.learner.eval_every,
+        "learner.max_epochs",
+        cfg.learner.max_epochs,
+        f"at least learner.eval_every={cfg.learner.eval_every}",
+    )
     _require(cfg.learner.n_hidden_layer >= 0, "learner.n_hidden_layer", cfg.learner.n_hidden_layer, "an integer >= 0")
     _require(cfg.learner.mixmatch.mu >= 1, "learner.mixmatch.mu", cfg.learner.mixmatch.mu, "an integer >= 1")
-    _require(cfg.n_prototype_per_class >= 2 or cfg.learner.algo == "dummy", "n_prototype_per_class",
-             cfg.n_prototype_per_class, "at least 2 with a learner (half of them train at step 0)")
-    _require(cfg.n_data_distraction_per_class >= 0, "n_data_distraction_per_class",
-             cfg.n_data_distraction_per_class, "an integer >= 0")
+    _require(
+        cfg.n_prototype_per_class >= 2 or cfg.learner.algo == "dummy",
+        "n_prototype_per_class",
+        cfg.n_prototype_per_class,
+        "at least 2 with a learner (half of them train at step 0)",
+    )
+    _require(
+        cfg.n_data_distraction_per_class >= 0,
+        "n_data_distraction_per_class",
+        cfg.n_data_distraction_per_class,
+        "an integer >= 0",
+    )
     _require(cfg.data.feature_dim >= 1, "data.feature_dim", cfg.data.feature_dim, "an integer >= 1")
     _require(cfg.run.num_seeds >= 1, "run.num_seeds", cfg.run.num_seeds, "an integer >= 1")
     _require(cfg.run.chunk_steps >= 1, "run.chunk_steps", cfg.run.chunk_steps, "an integer >= 1")
@@ -321,8 +387,12 @@ def _validate_sweep(cfg: config_dict.ConfigDict) -> None:
 
 def check_against_data(cfg: config_dict.ConfigDict, num_items: int) -> None:
     """Settings that only the data can rule out (e.g. HITs larger than the item set)."""
-    _require(cfg.online.hit_size <= num_items, "online.hit_size", cfg.online.hit_size,
-             f"at most the number of items to label ({num_items})")
+    _require(
+        cfg.online.hit_size <= num_items,
+        "online.hit_size",
+        cfg.online.hit_size,
+        f"at most the number of items to label ({num_items})",
+    )
 
 
 def _model(cfg: config_dict.ConfigDict, num_classes: int):
@@ -330,41 +400,63 @@ def _model(cfg: config_dict.ConfigDict, num_classes: int):
     from jaxanno import learner  # the learner pulls in optax; only needed with a learner
 
     if not cfg.learner.module:
-        return learner.MLP(num_classes=num_classes, hidden_sizes=(cfg.learner.hidden_size,) * cfg.learner.n_hidden_layer)
+        return learner.MLP(
+            num_classes=num_classes, hidden_sizes=(cfg.learner.hidden_size,) * cfg.learner.n_hidden_layer
+        )
     mod_name, _, cls_name = cfg.learner.module.partition(":")
     try:
         cls = getattr(importlib.import_module(mod_name), cls_name)
     except (ImportError, AttributeError) as err:
-        raise ConfigError(f"setting learner.module={cfg.learner.module!r}: cannot import ({err}); "
-                          "expected 'package.module:Class' of a flax.linen.Module") from None
+        raise ConfigError(
+            f"setting learner.module={cfg.learner.module!r}: cannot import ({err}); "
+            "expected 'package.module:Class' of a flax.linen.Module"
+        ) from None
     return cls(num_classes=num_classes)
 
 
-def to_static(cfg: config_dict.ConfigDict, num_items: int, num_prototypes: int, num_classes: int,
-              feature_dim: int) -> types.Static:
+def to_static(
+    cfg: config_dict.ConfigDict, num_items: int, num_prototypes: int, num_classes: int, feature_dim: int
+) -> types.Static:
     """The `Static` of a resolved config and the sizes of its data."""
     kind, folds = calibration_kind(cfg.learner.calibrate)
     learner_static = None
     if cfg.learner.algo == "mlp":
         learner_static = types.LearnerStatic(
-            model=_model(cfg, num_classes), batch_size=cfg.learner.batch_size,
-            max_epochs=cfg.learner.max_epochs, eval_every=cfg.learner.eval_every,
-            calibrate=kind, cv_folds=folds or 3, temperature_solver=cfg.learner.temperature_solver,
-            semi_supervised=cfg.learner.semi_supervised, early_stop_scope=cfg.learner.early_stop_scope,
-            prototype_as_val=cfg.learner.prototype_as_val, mixmatch_mu=cfg.learner.mixmatch.mu,
+            model=_model(cfg, num_classes),
+            batch_size=cfg.learner.batch_size,
+            max_epochs=cfg.learner.max_epochs,
+            eval_every=cfg.learner.eval_every,
+            calibrate=kind,
+            cv_folds=folds or 3,
+            temperature_solver=cfg.learner.temperature_solver,
+            semi_supervised=cfg.learner.semi_supervised,
+            early_stop_scope=cfg.learner.early_stop_scope,
+            prototype_as_val=cfg.learner.prototype_as_val,
+            mixmatch_mu=cfg.learner.mixmatch.mu,
         )
     return types.Static(
-        num_items=num_items, num_prototypes=num_prototypes, num_classes=num_classes,
-        num_workers=cfg.worker.n, feature_dim=feature_dim,
-        max_annotations=cfg.sampler.max_annotation_per_example, hit_size=cfg.online.hit_size,
-        hits_per_step=cfg.online.n_hits_per_step, n_prototype_per_class=cfg.n_prototype_per_class,
-        sampler=cfg.sampler.algo, worker_type=cfg.worker.type, prior_type=cfg.worker.prior.type,
+        num_items=num_items,
+        num_prototypes=num_prototypes,
+        num_classes=num_classes,
+        num_workers=cfg.worker.n,
+        feature_dim=feature_dim,
+        max_annotations=cfg.sampler.max_annotation_per_example,
+        hit_size=cfg.online.hit_size,
+        hits_per_step=cfg.online.n_hits_per_step,
+        n_prototype_per_class=cfg.n_prototype_per_class,
+        sampler=cfg.sampler.algo,
+        worker_type=cfg.worker.type,
+        prior_type=cfg.worker.prior.type,
         early_stop=cfg.early_stop,
         em=types.EMStatic(
-            aggregator=cfg.aggregator.algo, max_em_steps=cfg.optimizer.max_em_steps,
-            criterion=cfg.optimizer.criterion, m_step=cfg.optimizer.m_step,
-            class_prior=cfg.optimizer.class_prior, init=cfg.optimizer.init,
-            warm_start=cfg.optimizer.warm_start, item_block=item_block(cfg.optimizer.item_block),
+            aggregator=cfg.aggregator.algo,
+            max_em_steps=cfg.optimizer.max_em_steps,
+            criterion=cfg.optimizer.criterion,
+            m_step=cfg.optimizer.m_step,
+            class_prior=cfg.optimizer.class_prior,
+            init=cfg.optimizer.init,
+            warm_start=cfg.optimizer.warm_start,
+            item_block=item_block(cfg.optimizer.item_block),
         ),
         learner=learner_static,
     )
@@ -382,7 +474,7 @@ def item_block(setting: int) -> int:
     return CPU_ITEM_BLOCK if jax.default_backend() == "cpu" else 0
 
 
-def param_values(cfg: config_dict.ConfigDict) -> Dict[str, Any]:
+def param_values(cfg: config_dict.ConfigDict) -> dict[str, Any]:
     """Base (unswept) value of every `Params` field."""
     return {name: _get(cfg, path) for name, path in PARAM_PATHS.items()}
 
@@ -392,7 +484,7 @@ def to_params(cfg: config_dict.ConfigDict) -> types.Params:
     return types.make_params(**param_values(cfg))
 
 
-def sweep_points(cfg: config_dict.ConfigDict) -> List[Dict[str, Any]]:
+def sweep_points(cfg: config_dict.ConfigDict) -> list[dict[str, Any]]:
     """The cartesian sweep grid as a list of {field: value}, swept fields only.
 
     One point (an empty dict) when nothing is swept.
@@ -401,7 +493,7 @@ def sweep_points(cfg: config_dict.ConfigDict) -> List[Dict[str, Any]]:
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
-def sweep_grid(cfg: config_dict.ConfigDict, host: bool = False) -> Tuple[types.Params, List[Dict[str, Any]]]:
+def sweep_grid(cfg: config_dict.ConfigDict, host: bool = False) -> tuple[types.Params, list[dict[str, Any]]]:
     """`Params` with a leading (G,) grid axis, and each grid point's swept settings."""
     base = param_values(cfg)
     points = sweep_points(cfg)
@@ -419,7 +511,7 @@ def default_max_steps(cfg: config_dict.ConfigDict, num_items: int) -> int:
     return math.ceil(labels / per_step) + cfg.sampler.max_annotation_per_example + 1
 
 
-def to_dict(cfg: config_dict.ConfigDict) -> Dict[str, Any]:
+def to_dict(cfg: config_dict.ConfigDict) -> dict[str, Any]:
     """Plain nested dict of a config (for JSON output)."""
     return cfg.to_dict()
 
@@ -444,7 +536,7 @@ def _merge(cfg, d: Mapping[str, Any], prefix: str) -> None:
             cfg[key] = tuple(value) if isinstance(value, list) else value
 
 
-def static_fields(static: types.Static) -> Dict[str, Any]:
+def static_fields(static: types.Static) -> dict[str, Any]:
     """`Static` as a flat JSON-friendly dict (the learner module by its repr)."""
     out = dataclasses.asdict(static)
     if static.learner is not None:

@@ -31,7 +31,8 @@ them all as independent labels (what crowd-kit does silently).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +66,7 @@ _MIN_ITEMS, _MIN_WORKERS = 64, 8
 _AUTO_VAL_PER_CLASS = 10  # validation rows per class moved from training when there is no gold
 
 
-FeatureInput = Union[pd.DataFrame, Tuple[Sequence[Any], np.ndarray]]
+FeatureInput = pd.DataFrame | tuple[Sequence[Any], np.ndarray]
 
 
 def bucket(n: int, minimum: int = 1) -> int:
@@ -86,12 +87,15 @@ def check_frame(data: Any, source: str = "data") -> pd.DataFrame:
       ValueError: naming `source` and the column, with what was expected and found.
     """
     if not isinstance(data, pd.DataFrame):
-        raise ValueError(f"{source}: expected a pandas DataFrame with columns task, worker, label; "
-                         f"found {type(data).__name__}")
+        raise ValueError(
+            f"{source}: expected a pandas DataFrame with columns task, worker, label; found {type(data).__name__}"
+        )
     missing = [c for c in COLUMNS if c not in data.columns]
     if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; expected columns task, worker, label; "
-                         f"found {list(map(str, data.columns))}")
+        raise ValueError(
+            f"{source}: missing column(s) {missing}; expected columns task, worker, label; "
+            f"found {list(map(str, data.columns))}"
+        )
     if len(data) == 0:
         raise ValueError(f"{source}: no labels; expected at least one (task, worker, label) row, found 0 rows")
     frame = data[list(COLUMNS)]
@@ -99,8 +103,10 @@ def check_frame(data: Any, source: str = "data") -> pd.DataFrame:
         empty = frame[col].isna().to_numpy()
         if empty.any():
             rows = np.flatnonzero(empty)[:5].tolist()
-            raise ValueError(f"{source}: column '{col}' has {int(empty.sum())} empty value(s) "
-                             f"(first at row(s) {rows}); expected a value in every row")
+            raise ValueError(
+                f"{source}: column '{col}' has {int(empty.sum())} empty value(s) "
+                f"(first at row(s) {rows}); expected a value in every row"
+            )
     return frame
 
 
@@ -113,7 +119,7 @@ def _sorted_unique(values: pd.Series) -> pd.Index:
         return pd.Index(sorted(unique, key=str))
 
 
-def class_index(classes: Optional[Iterable[Any]], labels: pd.Series, source: str = "data") -> pd.Index:
+def class_index(classes: Iterable[Any] | None, labels: pd.Series, source: str = "data") -> pd.Index:
     """The class list: `classes` as given (checked), else the sorted set of labels seen."""
     if classes is None:
         return _sorted_unique(labels)
@@ -131,7 +137,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _apply_duplicate_policy(frame: pd.DataFrame, policy: str, source: str) -> Tuple[pd.DataFrame, int]:
+def _apply_duplicate_policy(frame: pd.DataFrame, policy: str, source: str) -> tuple[pd.DataFrame, int]:
     """Rows kept under the duplicate-label policy, and how many were dropped."""
     if policy not in DUPLICATE_POLICIES:
         raise ValueError(f"duplicates: expected one of {DUPLICATE_POLICIES}, found {policy!r}")
@@ -204,7 +210,7 @@ def _slots(task_code: np.ndarray) -> np.ndarray:
 
 def encode(
     data: pd.DataFrame,
-    classes: Optional[Iterable[Any]] = None,
+    classes: Iterable[Any] | None = None,
     duplicates: str = "error",
     extra_tasks: Sequence[Any] = (),
     source: str = "data",
@@ -228,8 +234,10 @@ def encode(
     unknown = label_code < 0
     if unknown.any():
         bad = pd.unique(frame.label[unknown])[:5].tolist()
-        raise ValueError(f"{source}: column 'label' has {int(unknown.sum())} label(s) outside the class list, "
-                         f"e.g. {bad}; expected one of {classes.tolist()[:20]}")
+        raise ValueError(
+            f"{source}: column 'label' has {int(unknown.sum())} label(s) outside the class list, "
+            f"e.g. {bad}; expected one of {classes.tolist()[:20]}"
+        )
     task_code, tasks = pd.factorize(frame.task, sort=False)
     extra = pd.Index(pd.unique(pd.Series(list(extra_tasks), dtype=object))) if len(extra_tasks) else pd.Index([])
     tasks = pd.Index(tasks).append(extra.difference(tasks, sort=False)) if len(extra) else pd.Index(tasks)
@@ -243,17 +251,24 @@ def encode(
     worker_slots[task_code, slot] = worker_code
     label_slots[task_code, slot] = label_code
     annotations = AnnotationState(
-        worker=jnp.asarray(worker_slots), label=jnp.asarray(label_slots),
+        worker=jnp.asarray(worker_slots),
+        label=jnp.asarray(label_slots),
         item_count=jnp.asarray((worker_slots >= 0).sum(1).astype(np.int32)),
         worker_count=jnp.asarray(np.bincount(worker_code, minlength=w_pad).astype(np.int32)),
     )
     return LabelTable(
-        tasks=tasks, workers=pd.Index(worker_index), classes=classes, task_code=task_code,
-        worker_code=worker_code, label_code=label_code, annotations=annotations, dropped_duplicates=dropped,
+        tasks=tasks,
+        workers=pd.Index(worker_index),
+        classes=classes,
+        task_code=task_code,
+        worker_code=worker_code,
+        label_code=label_code,
+        annotations=annotations,
+        dropped_duplicates=dropped,
     )
 
 
-def feature_table(features: FeatureInput, source: str = "features") -> Tuple[pd.Index, np.ndarray]:
+def feature_table(features: FeatureInput, source: str = "features") -> tuple[pd.Index, np.ndarray]:
     """(tasks, (T, D) float32 array) of a feature input, checked.
 
     Args:
@@ -266,14 +281,17 @@ def feature_table(features: FeatureInput, source: str = "features") -> Tuple[pd.
         try:
             task_list, values = features
         except (TypeError, ValueError):
-            raise ValueError(f"{source}: expected a DataFrame indexed by task or a (tasks, array) pair, "
-                             f"found {type(features).__name__}") from None
+            raise ValueError(
+                f"{source}: expected a DataFrame indexed by task or a (tasks, array) pair, "
+                f"found {type(features).__name__}"
+            ) from None
         tasks, values = pd.Index(list(task_list)), np.asarray(values)
     if values.ndim != 2:
         raise ValueError(f"{source}: expected a 2-D (tasks, dims) array, found shape {values.shape}")
     if values.shape[0] != len(tasks):
-        raise ValueError(f"{source}: expected one task per feature row ({values.shape[0]} rows), "
-                         f"found {len(tasks)} task(s)")
+        raise ValueError(
+            f"{source}: expected one task per feature row ({values.shape[0]} rows), found {len(tasks)} task(s)"
+        )
     if tasks.has_duplicates:
         raise ValueError(f"{source}: expected distinct tasks, found repeated {tasks[tasks.duplicated()][:5].tolist()}")
     try:
@@ -281,8 +299,10 @@ def feature_table(features: FeatureInput, source: str = "features") -> Tuple[pd.
     except (TypeError, ValueError):
         raise ValueError(f"{source}: expected numeric features, found dtype {values.dtype}") from None
     if not np.isfinite(values).all():
-        raise ValueError(f"{source}: expected finite feature values, found NaN or inf in "
-                         f"{int((~np.isfinite(values)).any(1).sum())} row(s)")
+        raise ValueError(
+            f"{source}: expected finite feature values, found NaN or inf in "
+            f"{int((~np.isfinite(values)).any(1).sum())} row(s)"
+        )
     return tasks, values
 
 
@@ -296,16 +316,22 @@ def check_gold(true_labels: Any, tasks: pd.Index, classes: pd.Index, source: str
     if gold.isna().any():
         raise ValueError(f"{source}: {int(gold.isna().sum())} gold task(s) have no label; expected a label for each")
     if gold.index.has_duplicates:
-        raise ValueError(f"{source}: expected one gold label per task, found repeated task(s) "
-                         f"{gold.index[gold.index.duplicated()].unique()[:5].tolist()}")
+        raise ValueError(
+            f"{source}: expected one gold label per task, found repeated task(s) "
+            f"{gold.index[gold.index.duplicated()].unique()[:5].tolist()}"
+        )
     unknown = ~gold.index.isin(tasks)
     if unknown.any():
-        raise ValueError(f"{source}: {int(unknown.sum())} gold task(s) appear neither in the labels nor in the "
-                         f"features, e.g. {gold.index[unknown][:5].tolist()}")
+        raise ValueError(
+            f"{source}: {int(unknown.sum())} gold task(s) appear neither in the labels nor in the "
+            f"features, e.g. {gold.index[unknown][:5].tolist()}"
+        )
     outside = ~gold.isin(classes)
     if outside.any():
-        raise ValueError(f"{source}: {int(outside.sum())} gold label(s) outside the class list, e.g. "
-                         f"{pd.unique(gold[outside])[:5].tolist()}; expected one of {classes.tolist()[:20]}")
+        raise ValueError(
+            f"{source}: {int(outside.sum())} gold label(s) outside the class list, e.g. "
+            f"{pd.unique(gold[outside])[:5].tolist()}; expected one of {classes.tolist()[:20]}"
+        )
     return gold
 
 
@@ -367,7 +393,7 @@ def solve(
     params: Params,
     annotations: AnnotationState,
     prior_alpha: jax.Array,
-    log_learner: Optional[jax.Array],
+    log_learner: jax.Array | None,
     gold: jax.Array,
     key: jax.Array,
 ) -> SolveResult:
@@ -413,16 +439,27 @@ def solve(
         return (carry[0] < n_iter) & ~carry[6]
 
     start = (
-        jnp.int32(0), counts, log_prior, post, jnp.float32(0), jnp.zeros(static.num_items, jnp.int32),
-        ~valid.any(), jnp.full((n_iter,), jnp.nan, jnp.float32),
+        jnp.int32(0),
+        counts,
+        log_prior,
+        post,
+        jnp.float32(0),
+        jnp.zeros(static.num_items, jnp.int32),
+        ~valid.any(),
+        jnp.full((n_iter,), jnp.nan, jnp.float32),
     )
     i, counts, log_prior, post, _, _, _, history = jax.lax.while_loop(cond, body, start)
     return SolveResult(counts=counts, log_class_prior=log_prior, posterior=post, iterations=i, history=history)
 
 
 def final_posterior(
-    static: Static, params: Params, annotations: AnnotationState, alpha: jax.Array,
-    log_class_prior: jax.Array, log_learner: Optional[jax.Array], gold: jax.Array,
+    static: Static,
+    params: Params,
+    annotations: AnnotationState,
+    alpha: jax.Array,
+    log_class_prior: jax.Array,
+    log_learner: jax.Array | None,
+    gold: jax.Array,
 ) -> jax.Array:
     """(N, K) a fresh E-step with the final counts (`em.posterior`), gold items clamped."""
     return _clamp(em.posterior(static, params, annotations, alpha, log_class_prior, log_learner), gold)
@@ -447,8 +484,10 @@ _confusion_jit = jax.jit(em.confusion)
 def _empty_crowd(global_counts: np.ndarray) -> CrowdStats:
     k = global_counts.shape[0]
     return CrowdStats(
-        group_totals=jnp.zeros((0, k, k)), worker_counts=jnp.zeros((0, 0, k, k)),
-        worker_valid=jnp.zeros((0, 0), bool), class_group=jnp.zeros((k,), jnp.int32),
+        group_totals=jnp.zeros((0, k, k)),
+        worker_counts=jnp.zeros((0, 0, k, k)),
+        worker_valid=jnp.zeros((0, 0), bool),
+        class_group=jnp.zeros((k,), jnp.int32),
         global_counts=jnp.asarray(global_counts, jnp.float32),
     )
 
@@ -463,7 +502,7 @@ def gold_confusion_counts(table: LabelTable, gold_codes: np.ndarray) -> np.ndarr
 
 
 def worker_prior_alpha(
-    static: Static, params: Params, prior: Optional[str], table: LabelTable, gold_codes: np.ndarray
+    static: Static, params: Params, prior: str | None, table: LabelTable, gold_codes: np.ndarray
 ) -> jax.Array:
     """(W, K, K) Dirichlet pseudo-counts of every worker (zeros without a prior).
 
@@ -477,8 +516,10 @@ def worker_prior_alpha(
         raise ValueError(f"worker_prior: expected None or one of {WORKER_PRIORS}, found {prior!r}")
     global_counts = gold_confusion_counts(table, gold_codes)
     if prior != "predefined_homegeneous" and global_counts.sum() == 0:
-        raise ValueError(f"worker_prior {prior!r} is estimated from labels on gold tasks; "
-                         "expected true_labels covering some labelled tasks, found none")
+        raise ValueError(
+            f"worker_prior {prior!r} is estimated from labels on gold tasks; "
+            "expected true_labels covering some labelled tasks, found none"
+        )
     crowd = _empty_crowd(global_counts)
     static = dataclasses.replace(static, prior_type=prior)
     return workers.prior_alpha(static, params, crowd, jnp.zeros(shape, jnp.float32))
@@ -508,11 +549,11 @@ class MajorityVote:
     ``skills_`` (each worker's agreement with ``labels_``), ``risks_`` (1 - max share).
     """
 
-    def __init__(self, classes: Optional[Iterable[Any]] = None, duplicates: str = "error"):
+    def __init__(self, classes: Iterable[Any] | None = None, duplicates: str = "error"):
         self.classes = classes
         self.duplicates = duplicates
 
-    def fit(self, data: pd.DataFrame) -> "MajorityVote":
+    def fit(self, data: pd.DataFrame) -> MajorityVote:
         table = encode(data, self.classes, self.duplicates)
         shares = np.asarray(_majority_jit(table.annotations, len(table.classes)))[: table.num_items]
         self.table_ = table
@@ -535,10 +576,10 @@ class _Problem:
     """Everything one fit needs, checked and converted (host side)."""
 
     table: LabelTable
-    gold: Optional[pd.Series]  # task -> label, checked
+    gold: pd.Series | None  # task -> label, checked
     gold_codes: np.ndarray  # (N_pad,) i32 gold class per item, -1 when none
-    features: Optional[np.ndarray]  # (N_pad + P, D) f32 items then prototypes, or None
-    prototype_labels: Optional[np.ndarray]  # (P,) i32
+    features: np.ndarray | None  # (N_pad + P, D) f32 items then prototypes, or None
+    prototype_labels: np.ndarray | None  # (P,) i32
 
 
 def _items_features(table: LabelTable, tasks: pd.Index, values: np.ndarray, n_pad: int, source: str) -> np.ndarray:
@@ -546,8 +587,10 @@ def _items_features(table: LabelTable, tasks: pd.Index, values: np.ndarray, n_pa
     rows = tasks.get_indexer(table.tasks)
     missing = rows < 0
     if missing.any():
-        raise ValueError(f"{source}: {int(missing.sum())} labelled task(s) have no feature row, e.g. "
-                         f"{table.tasks[missing][:5].tolist()}; expected features for every task")
+        raise ValueError(
+            f"{source}: {int(missing.sum())} labelled task(s) have no feature row, e.g. "
+            f"{table.tasks[missing][:5].tolist()}; expected features for every task"
+        )
     out = np.zeros((n_pad, values.shape[1]), np.float32)
     out[: len(rows)] = values[rows]
     return out
@@ -556,10 +599,10 @@ def _items_features(table: LabelTable, tasks: pd.Index, values: np.ndarray, n_pa
 def prepare(
     data: pd.DataFrame,
     true_labels: Any = None,
-    features: Optional[FeatureInput] = None,
-    classes: Optional[Iterable[Any]] = None,
+    features: FeatureInput | None = None,
+    classes: Iterable[Any] | None = None,
     duplicates: str = "error",
-    sources: Optional[dict] = None,
+    sources: dict | None = None,
 ) -> _Problem:
     """Check every input against the others and convert them; nothing runs on the device.
 
@@ -627,16 +670,16 @@ class DawidSkene:
         class_prior: str = "learned",
         init: str = "majority_vote",
         criterion: str = "elbo",
-        worker_prior: Optional[str] = None,
+        worker_prior: str | None = None,
         prior_strength: float = 10.0,
         prior_pos_count: float = 2.0,
         prior_neg_count: float = 1.0,
         log_epsilon: float = 0.0,
         final_e_step: bool = False,
         risk_threshold: float = 0.1,
-        classes: Optional[Iterable[Any]] = None,
+        classes: Iterable[Any] | None = None,
         duplicates: str = "error",
-        learner: Optional[str] = "mlp",
+        learner: str | None = "mlp",
         learner_hidden: Sequence[int] = (64,),
         learner_epochs: int = 300,
         learner_semi_supervised: str = "none",
@@ -654,21 +697,31 @@ class DawidSkene:
         self.seed = seed
 
     @classmethod
-    def reference(cls, **overrides: Any) -> "DawidSkene":
+    def reference(cls, **overrides: Any) -> DawidSkene:
         """The paper's model: hard M-step, uniform class prior, zero-count start, Dirichlet
         prior 'predefined_homegeneous' x 10, mean-label-likelihood criterion (1e-3, 10
         iterations), log epsilon 1e-8, posterior from a fresh E-step."""
         settings = dict(
-            n_iter=10, tol=1e-3, m_step="hard", class_prior="uniform", init="prior", criterion="soft",
-            worker_prior="predefined_homegeneous", prior_strength=10.0, log_epsilon=1e-8, final_e_step=True,
+            n_iter=10,
+            tol=1e-3,
+            m_step="hard",
+            class_prior="uniform",
+            init="prior",
+            criterion="soft",
+            worker_prior="predefined_homegeneous",
+            prior_strength=10.0,
+            log_epsilon=1e-8,
+            final_e_step=True,
         )
         return cls(**{**settings, **overrides})
 
     def check_options(self) -> None:
         """Raise ValueError for an unknown option value (before any input is read)."""
         choices = {
-            "m_step": (self.m_step, ("soft", "hard")), "class_prior": (self.class_prior, ("learned", "uniform")),
-            "init": (self.init, ("majority_vote", "prior")), "criterion": (self.criterion, ("elbo", "soft", "hard")),
+            "m_step": (self.m_step, ("soft", "hard")),
+            "class_prior": (self.class_prior, ("learned", "uniform")),
+            "init": (self.init, ("majority_vote", "prior")),
+            "criterion": (self.criterion, ("elbo", "soft", "hard")),
             "learner": (self.learner, ("mlp", None)),
             "learner_semi_supervised": (self.learner_semi_supervised, ("none", "pseudolabel")),
         }
@@ -682,36 +735,59 @@ class DawidSkene:
         """The EM-only `Static` (no learner), so learner settings never recompile EM."""
         n_pad, a_pad = table.annotations.worker.shape
         return Static(
-            num_items=int(n_pad), num_prototypes=0, num_classes=len(table.classes),
-            num_workers=int(table.annotations.worker_count.shape[0]), feature_dim=1, max_annotations=int(a_pad),
-            em=EMStatic(max_em_steps=int(self.n_iter), criterion=self.criterion, m_step=self.m_step,
-                        class_prior=self.class_prior, init=self.init),
+            num_items=int(n_pad),
+            num_prototypes=0,
+            num_classes=len(table.classes),
+            num_workers=int(table.annotations.worker_count.shape[0]),
+            feature_dim=1,
+            max_annotations=int(a_pad),
+            em=EMStatic(
+                max_em_steps=int(self.n_iter),
+                criterion=self.criterion,
+                m_step=self.m_step,
+                class_prior=self.class_prior,
+                init=self.init,
+            ),
         )
 
     def _params(self) -> Params:
         return make_params(
-            risk_threshold=self.risk_threshold, prior_strength=self.prior_strength,
-            prior_pos_count=self.prior_pos_count, prior_neg_count=self.prior_neg_count, em_epsilon=self.tol,
-            log_epsilon=self.log_epsilon, pseudo_label_threshold=self.risk_threshold,
+            risk_threshold=self.risk_threshold,
+            prior_strength=self.prior_strength,
+            prior_pos_count=self.prior_pos_count,
+            prior_neg_count=self.prior_neg_count,
+            em_epsilon=self.tol,
+            log_epsilon=self.log_epsilon,
+            pseudo_label_threshold=self.risk_threshold,
         )
 
     def _learner_static(self, static: Static, problem: _Problem) -> Static:
         k, p = static.num_classes, len(problem.prototype_labels)
         per_class = max(round(p / k), 2) if p else 2 * _AUTO_VAL_PER_CLASS
         ls = LearnerStatic(
-            model=learner.MLP(num_classes=k, hidden_sizes=self.learner_hidden), max_epochs=int(self.learner_epochs),
-            calibrate="temperature", semi_supervised=self.learner_semi_supervised, early_stop_scope="global",
+            model=learner.MLP(num_classes=k, hidden_sizes=self.learner_hidden),
+            max_epochs=int(self.learner_epochs),
+            calibrate="temperature",
+            semi_supervised=self.learner_semi_supervised,
+            early_stop_scope="global",
             prototype_as_val=True,
         )
         return dataclasses.replace(
-            static, num_prototypes=p, feature_dim=int(problem.features.shape[1]), n_prototype_per_class=per_class,
+            static,
+            num_prototypes=p,
+            feature_dim=int(problem.features.shape[1]),
+            n_prototype_per_class=per_class,
             learner=ls,
         )
 
     def fit(
-        self, data: pd.DataFrame, true_labels: Any = None, initial_error: Any = None, *,
-        features: Optional[FeatureInput] = None,
-    ) -> "DawidSkene":
+        self,
+        data: pd.DataFrame,
+        true_labels: Any = None,
+        initial_error: Any = None,
+        *,
+        features: FeatureInput | None = None,
+    ) -> DawidSkene:
         """Fit on a label table (columns task, worker, label).
 
         Args:
@@ -728,7 +804,7 @@ class DawidSkene:
         problem = prepare(data, true_labels, features, self.classes, self.duplicates)
         return self.fit_prepared(problem)
 
-    def fit_prepared(self, problem: _Problem) -> "DawidSkene":
+    def fit_prepared(self, problem: _Problem) -> DawidSkene:
         """`fit` on inputs already checked and converted by `prepare` (the command line's path)."""
         table = problem.table
         static, params = self._static(table), self._params()
@@ -737,11 +813,12 @@ class DawidSkene:
         prior = worker_prior_alpha(static, params, self.worker_prior, table, problem.gold_codes)
         gold = jnp.asarray(problem.gold_codes)
         result = _solve_jit(static, params, table.annotations, prior, None, gold, k_em)
-        posterior, log_learner, probs = result.posterior, None, None
+        posterior, probs = result.posterior, None
         use_learner = self.learner is not None and problem.features is not None
         if self.final_e_step or use_learner:
-            posterior = _posterior_jit(static, params, table.annotations, prior + result.counts,
-                                       result.log_class_prior, None, gold)
+            posterior = _posterior_jit(
+                static, params, table.annotations, prior + result.counts, result.log_class_prior, None, gold
+            )
         if use_learner:
             result, posterior, probs = self._learner_rounds(static, params, problem, prior, result, posterior, k_learn)
         self._store(problem, static, prior, result, np.asarray(posterior), probs)
@@ -763,14 +840,17 @@ class DawidSkene:
         for r in range(int(self.learner_rounds)):
             # gold items are validation prototypes: a uniform row keeps them out of pseudo-labels
             shown = jnp.where(jnp.asarray(is_proto_item)[:, None], uniform, posterior)
-            state = _learner_jit(lstatic, params, features, shown, protos, train_items, state,
-                                 jax.random.fold_in(key, r))
+            state = _learner_jit(
+                lstatic, params, features, shown, protos, train_items, state, jax.random.fold_in(key, r)
+            )
             log_learner = em.learner_log_prior(state.probs, static.num_items)
             if r + 1 < self.learner_rounds:
-                result = _solve_jit(static, params, table.annotations, prior, log_learner, gold,
-                                    jax.random.fold_in(key, 1000 + r))
-            posterior = _posterior_jit(static, params, table.annotations, prior + result.counts,
-                                       result.log_class_prior, log_learner, gold)
+                result = _solve_jit(
+                    static, params, table.annotations, prior, log_learner, gold, jax.random.fold_in(key, 1000 + r)
+                )
+            posterior = _posterior_jit(
+                static, params, table.annotations, prior + result.counts, result.log_class_prior, log_learner, gold
+            )
         return result, posterior, np.asarray(state.probs)
 
     def _store(self, problem, static, prior, result, posterior_pad, learner_probs) -> None:
@@ -802,13 +882,25 @@ class DawidSkene:
         if learner_probs is not None:
             self.learner_probas_ = _proba_frame(learner_probs[:n], table.tasks, classes)
 
-    def fit_predict(self, data: pd.DataFrame, true_labels: Any = None, initial_error: Any = None, *,
-                    features: Optional[FeatureInput] = None) -> pd.Series:
+    def fit_predict(
+        self,
+        data: pd.DataFrame,
+        true_labels: Any = None,
+        initial_error: Any = None,
+        *,
+        features: FeatureInput | None = None,
+    ) -> pd.Series:
         """`fit`, then the most probable label of every task (Series indexed by task)."""
         return self.fit(data, true_labels, initial_error, features=features).labels_
 
-    def fit_predict_proba(self, data: pd.DataFrame, true_labels: Any = None, initial_error: Any = None, *,
-                          features: Optional[FeatureInput] = None) -> pd.DataFrame:
+    def fit_predict_proba(
+        self,
+        data: pd.DataFrame,
+        true_labels: Any = None,
+        initial_error: Any = None,
+        *,
+        features: FeatureInput | None = None,
+    ) -> pd.DataFrame:
         """`fit`, then the posterior (task x label DataFrame, rows sum to 1)."""
         return self.fit(data, true_labels, initial_error, features=features).probas_
 
@@ -816,12 +908,14 @@ class DawidSkene:
         """Long format: worker, true, given, prob = p(given | true) for every worker."""
         w, k = self.confusion_.shape[:2]
         classes = self.table_.classes
-        return pd.DataFrame({
-            "worker": np.repeat(np.asarray(self.table_.workers, dtype=object), k * k),
-            "true": np.tile(np.repeat(np.asarray(classes, dtype=object), k), w),
-            "given": np.tile(np.asarray(classes, dtype=object), w * k),
-            "prob": self.confusion_.reshape(-1),
-        })
+        return pd.DataFrame(
+            {
+                "worker": np.repeat(np.asarray(self.table_.workers, dtype=object), k * k),
+                "true": np.tile(np.repeat(np.asarray(classes, dtype=object), k), w),
+                "given": np.tile(np.asarray(classes, dtype=object), w * k),
+                "prob": self.confusion_.reshape(-1),
+            }
+        )
 
 
 class Batch(NamedTuple):
@@ -858,10 +952,16 @@ def _open_items(annotations: AnnotationState, eligible: jax.Array, num_workers: 
 def _draw(static: Static, params: Params, annotations: AnnotationState, item_count, risk, posterior, alpha, key):
     """(B,) items of one HIT, uniformly among items of finite risk, via `sampler.select_hits`."""
     one = dataclasses.replace(static, hits_per_step=1, sampler="random")
-    em_state = EMState(counts=alpha, log_class_prior=jnp.zeros(static.num_classes), posterior=posterior,
-                       risk=risk, iterations=jnp.int32(0))
-    hits = sampler.select_hits(one, params, annotations.replace(item_count=item_count), em_state, alpha,
-                               jnp.int32(NO_CAP), key)
+    em_state = EMState(
+        counts=alpha,
+        log_class_prior=jnp.zeros(static.num_classes),
+        posterior=posterior,
+        risk=risk,
+        iterations=jnp.int32(0),
+    )
+    hits = sampler.select_hits(
+        one, params, annotations.replace(item_count=item_count), em_state, alpha, jnp.int32(NO_CAP), key
+    )
     return hits.items[0], hits.valid[0]
 
 
@@ -945,9 +1045,9 @@ def next_batch(
     n_hits: int = 5,
     hit_size: int = 40,
     assignment: str = "random",
-    max_per_worker: Optional[int] = 2000,
-    max_per_task: Optional[int] = None,
-    risk_threshold: Optional[float] = None,
+    max_per_worker: int | None = 2000,
+    max_per_task: int | None = None,
+    risk_threshold: float | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
     """The next HITs for a fitted `DawidSkene` (see `assign` for the rules).
@@ -974,18 +1074,34 @@ def next_batch(
     n_pad, k = model.posterior_.shape
     w_pad = int(model.alpha_.shape[0])
     static = Static(
-        num_items=int(n_pad), num_prototypes=0, num_classes=int(k), num_workers=w_pad, feature_dim=1,
-        max_annotations=NO_CAP, hit_size=int(hit_size), hits_per_step=int(n_hits),
+        num_items=int(n_pad),
+        num_prototypes=0,
+        num_classes=int(k),
+        num_workers=w_pad,
+        feature_dim=1,
+        max_annotations=NO_CAP,
+        hit_size=int(hit_size),
+        hits_per_step=int(n_hits),
         sampler="greedy_task_assignment" if assignment == "greedy" else "random",
     )
     threshold = model.risk_threshold if risk_threshold is None else risk_threshold
-    params = make_params(risk_threshold=threshold,
-                         max_annotation_per_worker=NO_CAP if max_per_worker is None else max_per_worker)
+    params = make_params(
+        risk_threshold=threshold, max_annotation_per_worker=NO_CAP if max_per_worker is None else max_per_worker
+    )
     item_ok = (np.arange(n_pad) < table.num_items) & (model.problem_.gold_codes < 0)
     worker_ok = np.arange(w_pad) < table.num_workers
     cap = jnp.int32(NO_CAP if max_per_task is None else max_per_task)
-    batch = _assign_jit(static, params, table.annotations, model.posterior_, model.alpha_, jnp.asarray(item_ok),
-                        jnp.asarray(worker_ok), cap, jax.random.key(seed))
+    batch = _assign_jit(
+        static,
+        params,
+        table.annotations,
+        model.posterior_,
+        model.alpha_,
+        jnp.asarray(item_ok),
+        jnp.asarray(worker_ok),
+        cap,
+        jax.random.key(seed),
+    )
     return _batch_frame(model, jax.device_get(batch))
 
 
@@ -995,13 +1111,15 @@ def _batch_frame(model: DawidSkene, batch: Batch) -> pd.DataFrame:
     h, b = np.nonzero(valid)
     items = np.asarray(batch.items)[h, b]
     workers_of = np.asarray(batch.workers)[h]
-    return pd.DataFrame({
-        "hit": hit_ids[h].astype(np.int64),
-        "worker": np.asarray(model.table_.workers, dtype=object)[workers_of],
-        "task": np.asarray(model.table_.tasks, dtype=object)[items],
-        "risk": model.risks_.to_numpy()[items],
-        "expected_accuracy": np.asarray(batch.expected_accuracy)[h],
-    })
+    return pd.DataFrame(
+        {
+            "hit": hit_ids[h].astype(np.int64),
+            "worker": np.asarray(model.table_.workers, dtype=object)[workers_of],
+            "task": np.asarray(model.table_.tasks, dtype=object)[items],
+            "risk": model.risks_.to_numpy()[items],
+            "expected_accuracy": np.asarray(batch.expected_accuracy)[h],
+        }
+    )
 
 
 def simulate_labels(
@@ -1010,8 +1128,8 @@ def simulate_labels(
     num_classes: int,
     labels_per_task: int,
     seed: int = 0,
-    accuracy: Tuple[float, float] = (0.55, 0.95),
-) -> Tuple[pd.DataFrame, pd.Series]:
+    accuracy: tuple[float, float] = (0.55, 0.95),
+) -> tuple[pd.DataFrame, pd.Series]:
     """A synthetic crowd table for examples, tests and benchmarks (NumPy, host side).
 
     Worker j answers correctly with probability a_j ~ U(accuracy), otherwise uniformly

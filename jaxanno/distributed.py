@@ -12,7 +12,7 @@ own lanes; results are gathered, and process 0 writes them.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -31,9 +31,9 @@ def _cluster_detected() -> bool:
 
 
 def initialize(
-    coordinator_address: Optional[str] = None,
-    num_processes: Optional[int] = None,
-    process_id: Optional[int] = None,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
     mode: str = "auto",
 ) -> bool:
     """Join the processes of a multi-host run; returns True when running distributed.

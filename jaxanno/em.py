@@ -19,7 +19,7 @@ E-step a single memory-bound pass on GPU.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ class EMResult(NamedTuple):
     counts: jax.Array  # (W, K, K) f32, final (soft) counts
     log_class_prior: jax.Array  # (K,) f32
     iterations: jax.Array  # () i32, E-steps run
-    trace: Optional[EMTrace]
+    trace: EMTrace | None
 
 
 def confusion(alpha: jax.Array) -> jax.Array:
@@ -75,7 +75,7 @@ def log_likelihood(table: jax.Array, codes: jax.Array, valid: jax.Array) -> jax.
     return ll
 
 
-def learner_log_prior(probs: Optional[jax.Array], num_items: int) -> Optional[jax.Array]:
+def learner_log_prior(probs: jax.Array | None, num_items: int) -> jax.Array | None:
     """(N, K) log(q + 1e-8) of the learner's item rows, or None without a learner."""
     if probs is None:
         return None
@@ -87,7 +87,7 @@ def log_belief(
     codes: jax.Array,
     valid: jax.Array,
     log_class_prior: jax.Array,
-    log_learner: Optional[jax.Array],
+    log_learner: jax.Array | None,
 ) -> jax.Array:
     """(N, K) unnormalised log posterior (the E-step)."""
     out = log_likelihood(table, codes, valid) + log_class_prior
@@ -126,7 +126,7 @@ def _hash32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def tie_broken_argmax(scores: jax.Array, salt: jax.Array, rows: Optional[jax.Array] = None) -> jax.Array:
+def tie_broken_argmax(scores: jax.Array, salt: jax.Array, rows: jax.Array | None = None) -> jax.Array:
     """(N,) argmax over the last axis, exact ties broken uniformly at random (seeded by `salt`).
 
     The reference adds tiny noise before its arg-max. Here every (row, class) cell gets a
@@ -167,29 +167,25 @@ def _soft_shape(by_code, num_workers: int, num_classes: int):
     return jnp.swapaxes(by_code.reshape(num_workers, num_classes, num_classes), 1, 2)
 
 
-def hard_counts(
-    annotations: AnnotationState, label_hat: jax.Array, num_workers: int, num_classes: int
-) -> jax.Array:
+def hard_counts(annotations: AnnotationState, label_hat: jax.Array, num_workers: int, num_classes: int) -> jax.Array:
     """(W, K, K) counts[j, y_hat_i, z] over every filled slot (the reference's M-step)."""
     zero = jnp.zeros(num_workers * num_classes * num_classes, jnp.float32)
-    flat = _add_hard_counts(zero, annotations.worker, annotations.label, annotations.valid, label_hat,
-                            num_workers, num_classes)
+    flat = _add_hard_counts(
+        zero, annotations.worker, annotations.label, annotations.valid, label_hat, num_workers, num_classes
+    )
     return _hard_shape(flat, num_workers, num_classes)
 
 
-def soft_counts(
-    annotations: AnnotationState, posterior: jax.Array, num_workers: int, num_classes: int
-) -> jax.Array:
+def soft_counts(annotations: AnnotationState, posterior: jax.Array, num_workers: int, num_classes: int) -> jax.Array:
     """(W, K, K) expected counts sum_i b_i(y) [j, z] (the classic Dawid-Skene M-step)."""
     zero = jnp.zeros((num_workers * num_classes, num_classes), jnp.float32)
-    by_code = _add_soft_counts(zero, annotations.worker, annotations.label, annotations.valid, posterior,
-                               num_workers, num_classes)
+    by_code = _add_soft_counts(
+        zero, annotations.worker, annotations.label, annotations.valid, posterior, num_workers, num_classes
+    )
     return _soft_shape(by_code, num_workers, num_classes)
 
 
-def mean_label_likelihood(
-    annotations: AnnotationState, label_hat: jax.Array, alpha: jax.Array
-) -> jax.Array:
+def mean_label_likelihood(annotations: AnnotationState, label_hat: jax.Array, alpha: jax.Array) -> jax.Array:
     """() mean over filled slots of p(z | y_hat_i, j): the reference's 'soft' statistic."""
     w, k, _ = alpha.shape
     flat = (annotations.worker * k + label_hat[:, None]) * k + annotations.label
@@ -230,7 +226,9 @@ def elbo(
     return ((q * joint).sum() + entropy) / jnp.maximum(valid.sum(), 1)
 
 
-def _m_step(static: Static, annotations: AnnotationState, log_b: jax.Array, posterior: jax.Array, salt: jax.Array) -> jax.Array:
+def _m_step(
+    static: Static, annotations: AnnotationState, log_b: jax.Array, posterior: jax.Array, salt: jax.Array
+) -> jax.Array:
     w, k = static.num_workers, static.num_classes
     if static.em.m_step == "soft":
         return soft_counts(annotations, posterior, w, k)
@@ -238,8 +236,13 @@ def _m_step(static: Static, annotations: AnnotationState, log_b: jax.Array, post
 
 
 def _statistic(
-    static: Static, params: Params, annotations: AnnotationState, label_hat: jax.Array,
-    posterior: jax.Array, alpha: jax.Array, log_class_prior: jax.Array,
+    static: Static,
+    params: Params,
+    annotations: AnnotationState,
+    label_hat: jax.Array,
+    posterior: jax.Array,
+    alpha: jax.Array,
+    log_class_prior: jax.Array,
 ) -> jax.Array:
     """() the scalar whose change decides convergence ('hard' uses labels instead)."""
     if static.em.criterion == "elbo":
@@ -278,11 +281,11 @@ def initial_counts(
 class EPass(NamedTuple):
     """What one pass over the items computes (see `e_pass`)."""
 
-    posterior: Optional[jax.Array]  # (N, K) normalised posterior, when requested
+    posterior: jax.Array | None  # (N, K) normalised posterior, when requested
     label_hat: jax.Array  # (N,) i32 first arg-max
-    counts: Optional[jax.Array]  # (W, K, K) M-step counts from this posterior, when requested
+    counts: jax.Array | None  # (W, K, K) M-step counts from this posterior, when requested
     posterior_sum: jax.Array  # (K,) sum of the posterior over annotated items
-    log_evidence: Optional[jax.Array]  # (N,) log p(labels_i) given the prior, annotated items only
+    log_evidence: jax.Array | None  # (N,) log p(labels_i) given the prior, annotated items only
 
 
 def _block_size(static: Static, n: int) -> int:
@@ -295,10 +298,10 @@ def e_pass(
     table: jax.Array,
     annotations: AnnotationState,
     log_class_prior: jax.Array,
-    log_learner: Optional[jax.Array],
+    log_learner: jax.Array | None,
     *,
-    m_step: Optional[str] = None,
-    salt: Optional[jax.Array] = None,
+    m_step: str | None = None,
+    salt: jax.Array | None = None,
     with_posterior: bool = True,
     with_evidence: bool = False,
 ) -> EPass:
@@ -345,8 +348,11 @@ def e_pass(
     elif m_step == "soft":
         counts0 = jnp.zeros((w * k, k), jnp.float32)
     carry = (
-        jnp.zeros((n, k), jnp.float32) if with_posterior else None, jnp.zeros(n, jnp.int32),
-        jnp.zeros(n, jnp.float32) if with_evidence else None, counts0, jnp.zeros(k, jnp.float32),
+        jnp.zeros((n, k), jnp.float32) if with_posterior else None,
+        jnp.zeros(n, jnp.int32),
+        jnp.zeros(n, jnp.float32) if with_evidence else None,
+        counts0,
+        jnp.zeros(k, jnp.float32),
     )
     full, rest = divmod(n, block)
     if full == 1:
@@ -366,11 +372,11 @@ def e_pass(
 class EMStep(NamedTuple):
     """What one EM iteration produces."""
 
-    posterior: Optional[jax.Array]  # (N, K) posterior of the E-step, when requested
+    posterior: jax.Array | None  # (N, K) posterior of the E-step, when requested
     label_hat: jax.Array  # (N,) i32 first arg-max
     log_class_prior: jax.Array  # (K,) updated log P(y)
     counts: jax.Array  # (W, K, K) the M-step's new counts
-    log_evidence: Optional[jax.Array]  # (N,) per-item log-likelihood, when requested
+    log_evidence: jax.Array | None  # (N,) per-item log-likelihood, when requested
 
 
 def em_step(
@@ -380,7 +386,7 @@ def em_step(
     prior_alpha: jax.Array,
     counts: jax.Array,
     log_class_prior: jax.Array,
-    log_learner: Optional[jax.Array],
+    log_learner: jax.Array | None,
     salt: jax.Array,
     with_posterior: bool = True,
     with_evidence: bool = False,
@@ -392,8 +398,17 @@ def em_step(
       with_posterior / with_evidence: also return the (N, K) posterior / (N,) evidence.
     """
     table = likelihood_table(prior_alpha + counts, params.log_epsilon)
-    out = e_pass(static, table, annotations, log_class_prior, log_learner, m_step=static.em.m_step, salt=salt,
-                 with_posterior=with_posterior, with_evidence=with_evidence)
+    out = e_pass(
+        static,
+        table,
+        annotations,
+        log_class_prior,
+        log_learner,
+        m_step=static.em.m_step,
+        salt=salt,
+        with_posterior=with_posterior,
+        with_evidence=with_evidence,
+    )
     if static.em.class_prior == "learned":
         n_annotated = jnp.maximum(_annotated(annotations).sum(), 1)
         log_class_prior = jnp.log(jnp.maximum(out.posterior_sum / n_annotated, _PROB_FLOOR))
@@ -407,7 +422,7 @@ def run_em(
     prior_alpha: jax.Array,
     counts: jax.Array,
     log_class_prior: jax.Array,
-    log_learner: Optional[jax.Array],
+    log_learner: jax.Array | None,
     key: jax.Array,
     with_trace: bool = False,
 ) -> EMResult:
@@ -434,15 +449,30 @@ def run_em(
     def iteration(carry):
         counts, log_prior, prev_stat, prev_hat, done, i = carry
         salt = jax.random.bits(jax.random.fold_in(key, i), (), jnp.uint32)
-        step = em_step(static, params, annotations, prior_alpha, counts, log_prior, log_learner, salt,
-                       with_posterior=needs_posterior, with_evidence=with_trace)
-        stat = _statistic(static, params, annotations, step.label_hat, step.posterior, prior_alpha + step.counts,
-                          step.log_class_prior)
+        step = em_step(
+            static,
+            params,
+            annotations,
+            prior_alpha,
+            counts,
+            log_prior,
+            log_learner,
+            salt,
+            with_posterior=needs_posterior,
+            with_evidence=with_trace,
+        )
+        stat = _statistic(
+            static, params, annotations, step.label_hat, step.posterior, prior_alpha + step.counts, step.log_class_prior
+        )
         now = (i > 0) & _converged(static, params, stat, prev_stat, step.label_hat, prev_hat)
         keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731  frozen once converged
         new_carry = (
-            keep(counts, step.counts), keep(log_prior, step.log_class_prior), keep(prev_stat, stat),
-            keep(prev_hat, step.label_hat), done | now, i + (~done).astype(jnp.int32),
+            keep(counts, step.counts),
+            keep(log_prior, step.log_class_prior),
+            keep(prev_stat, stat),
+            keep(prev_hat, step.label_hat),
+            done | now,
+            i + (~done).astype(jnp.int32),
         )
         if not with_trace:
             return new_carry, None
@@ -455,8 +485,12 @@ def run_em(
         return new_carry, trace
 
     start = (
-        counts, log_class_prior, jnp.float32(0), jnp.zeros(static.num_items, jnp.int32),
-        ~annotations.valid.any(), jnp.int32(0),
+        counts,
+        log_class_prior,
+        jnp.float32(0),
+        jnp.zeros(static.num_items, jnp.int32),
+        ~annotations.valid.any(),
+        jnp.int32(0),
     )
     if with_trace:
         final, trace = jax.lax.scan(lambda c, _: iteration(c), start, None, length=static.em.max_em_steps)
@@ -473,7 +507,7 @@ def posterior(
     annotations: AnnotationState,
     alpha: jax.Array,
     log_class_prior: jax.Array,
-    log_learner: Optional[jax.Array],
+    log_learner: jax.Array | None,
 ) -> jax.Array:
     """(N, K) posterior of the configured aggregator; rows sum to 1.
 

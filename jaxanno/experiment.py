@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,9 +37,9 @@ class Problem:
 
     cfg: config_dict.ConfigDict  # resolved and validated
     static: types.Static
-    points: List[Dict[str, Any]]  # the swept settings of each grid point
+    points: list[dict[str, Any]]  # the swept settings of each grid point
     features: data_lib.FeatureSet
-    seeds: List[int]
+    seeds: list[int]
     max_steps: int
     mesh: Mesh
     data: types.Dataset  # replicated on every device
@@ -63,12 +64,18 @@ class Problem:
 def data_spec(cfg: config_dict.ConfigDict) -> data_lib.DataSpec:
     d = cfg.data
     return data_lib.DataSpec(
-        source=d.source, experiment=cfg.experiment or None,
-        wnids=tuple((cfg.wnids or "").split()), n_data_per_class=cfg.n_data_per_class,
+        source=d.source,
+        experiment=cfg.experiment or None,
+        wnids=tuple((cfg.wnids or "").split()),
+        n_data_per_class=cfg.n_data_per_class,
         n_prototype_per_class=cfg.n_prototype_per_class,
         n_data_distraction_per_class=cfg.n_data_distraction_per_class,
-        feature_dim=d.feature_dim, seed=d.seed, features=d.features, image_list=d.image_list,
-        labels=d.labels, cache_dir=d.cache_dir,
+        feature_dim=d.feature_dim,
+        seed=d.seed,
+        features=d.features,
+        image_list=d.image_list,
+        labels=d.labels,
+        cache_dir=d.cache_dir,
     )
 
 
@@ -81,7 +88,7 @@ def _lanes(grid: types.Params, num_grid: int, seeds: Sequence[int], padded: int)
     return params, lane_seeds
 
 
-def prepare(cfg: config_dict.ConfigDict, mesh: Optional[Mesh] = None) -> Problem:
+def prepare(cfg: config_dict.ConfigDict, mesh: Mesh | None = None) -> Problem:
     """Resolve presets, validate, load data, convert and place: everything before compiling.
 
     Raises:
@@ -106,7 +113,13 @@ def prepare(cfg: config_dict.ConfigDict, mesh: Optional[Mesh] = None) -> Problem
     mesh = mesh or distributed.lane_mesh()
     params, lane_seeds = _lanes(grid, len(points), seeds, distributed.padded_lanes(len(points) * len(seeds), mesh))
     return Problem(
-        cfg=cfg, static=static, points=points, features=features, seeds=seeds, max_steps=max_steps, mesh=mesh,
+        cfg=cfg,
+        static=static,
+        points=points,
+        features=features,
+        seeds=seeds,
+        max_steps=max_steps,
+        mesh=mesh,
         data=distributed.put(host_data, mesh, sharded=False),
         lane_params=distributed.put(params, mesh, sharded=True),
         lane_seeds=distributed.put(lane_seeds, mesh, sharded=True),
@@ -129,12 +142,13 @@ def _advance_impl(static, num_steps, lane_batch, mesh, params, state, seeds, dat
         lanes, shared = distributed.lane_spec(), distributed.replicated_spec()
         # check_vma=False: lanes never communicate, and constants inside the initial-state
         # branch need not be marked as varying over lanes.
-        fn = jax.shard_map(fn, mesh=mesh, in_specs=(lanes, lanes, lanes, shared, shared), out_specs=lanes,
-                           check_vma=False)
+        fn = jax.shard_map(
+            fn, mesh=mesh, in_specs=(lanes, lanes, lanes, shared, shared), out_specs=lanes, check_vma=False
+        )
     return fn(params, state, seeds, data, start)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _advance_fn(donate: bool) -> Callable:
     """The one compiled program of a run (built once per process and donation mode)."""
     return jax.jit(_advance_impl, static_argnums=(0, 1, 2, 3), donate_argnums=(5,) if donate else ())
@@ -147,12 +161,22 @@ def advance(problem: Problem, state: types.SimState, start: int, num_steps: int)
       (new state, StepMetrics with leaves of shape (L_pad, num_steps)), lane-sharded.
     """
     fn = _advance_fn(jax.default_backend() != "cpu")
-    return fn(problem.static, num_steps, int(problem.cfg.run.lane_batch), problem.mesh, problem.lane_params,
-              state, problem.lane_seeds, problem.data, np.int32(start))
+    return fn(
+        problem.static,
+        num_steps,
+        int(problem.cfg.run.lane_batch),
+        problem.mesh,
+        problem.lane_params,
+        state,
+        problem.lane_seeds,
+        problem.data,
+        np.int32(start),
+    )
 
 
 def state_shapes(problem: Problem) -> types.SimState:
     """`jax.ShapeDtypeStruct`s of the lane-batched state (no compilation)."""
+
     def init_all(params, seeds):
         keys = jax.vmap(jax.random.key)(seeds)
         return jax.vmap(lambda p, k: sim.init_state(problem.static, p, problem.data, k))(params, keys)
@@ -169,21 +193,21 @@ def blank_state(problem: Problem) -> types.SimState:
 @dataclasses.dataclass
 class RunResult:
     state: types.SimState  # lane-sharded device state
-    metrics: List[Dict[str, np.ndarray]]  # per chunk: {metric name: (G, S, chunk)}
+    metrics: list[dict[str, np.ndarray]]  # per chunk: {metric name: (G, S, chunk)}
     steps_run: int
     wall_seconds: float
 
 
-ChunkCallback = Callable[[int, types.SimState, List[Dict[str, np.ndarray]]], None]
+ChunkCallback = Callable[[int, types.SimState, list[dict[str, np.ndarray]]], None]
 
 
 def run(
     problem: Problem,
     *,
-    state: Optional[types.SimState] = None,
+    state: types.SimState | None = None,
     start_step: int = 0,
-    metrics: Optional[List[Dict[str, np.ndarray]]] = None,
-    on_chunk: Optional[ChunkCallback] = None,
+    metrics: list[dict[str, np.ndarray]] | None = None,
+    on_chunk: ChunkCallback | None = None,
 ) -> RunResult:
     """Drive the compiled chunk until every lane has stopped (or `max_steps`).
 
@@ -206,10 +230,10 @@ def run(
     return RunResult(state=state, metrics=metrics, steps_run=step, wall_seconds=time.perf_counter() - t0)
 
 
-def flatten_metrics(tree: Any, prefix: str = "") -> Dict[str, np.ndarray]:
+def flatten_metrics(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
     """NamedTuple metrics -> {'aggregate/all/top1': array, ...} (None fields skipped)."""
     if hasattr(tree, "_fields"):
-        out: Dict[str, np.ndarray] = {}
+        out: dict[str, np.ndarray] = {}
         for name in tree._fields:
             value = getattr(tree, name)
             if value is not None:
@@ -218,7 +242,7 @@ def flatten_metrics(tree: Any, prefix: str = "") -> Dict[str, np.ndarray]:
     return {prefix.rstrip("/"): np.asarray(tree)}
 
 
-def metrics_frame(problem: Problem, metrics: Sequence[Dict[str, np.ndarray]]) -> pd.DataFrame:
+def metrics_frame(problem: Problem, metrics: Sequence[dict[str, np.ndarray]]) -> pd.DataFrame:
     """Long table, one row per (grid point, seed, logged step); inactive rows dropped.
 
     Columns: grid, seed, the grid point's swept settings, then every metric
@@ -284,12 +308,17 @@ def runs_frame(problem: Problem, state: types.SimState, frame: pd.DataFrame) -> 
         for s, seed in enumerate(problem.seeds):
             fired = int(st.stopper.fired_step[g, s])
             end = last.loc[(g, seed)]
-            row = {"grid": g, "seed": seed, **point, "steps": int(st.step[g, s]),
-                   "stop_reason": types.STOP_REASONS[int(st.stop_reason[g, s])],
-                   "cost_per_item": float(end["cost_per_item"]),
-                   "aggregate/all/top1": float(end["aggregate/all/top1"]),
-                   "early_stop_step": fired if fired >= 0 else np.nan,
-                   "early_stop_cost_per_item": int(st.stopper.fired_cost[g, s]) / n if fired >= 0 else np.nan}
+            row = {
+                "grid": g,
+                "seed": seed,
+                **point,
+                "steps": int(st.step[g, s]),
+                "stop_reason": types.STOP_REASONS[int(st.stop_reason[g, s])],
+                "cost_per_item": float(end["cost_per_item"]),
+                "aggregate/all/top1": float(end["aggregate/all/top1"]),
+                "early_stop_step": fired if fired >= 0 else np.nan,
+                "early_stop_cost_per_item": int(st.stopper.fired_cost[g, s]) / n if fired >= 0 else np.nan,
+            }
             if "learner/all/top1" in end:
                 row["learner/all/top1"] = float(end["learner/all/top1"])
             rows.append(row)

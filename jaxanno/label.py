@@ -26,7 +26,8 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,8 +59,9 @@ def _read_table(path: str, columns: Sequence[str], what: str) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected columns {', '.join(columns)}; "
-                         f"found {list(frame.columns)}")
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; expected columns {', '.join(columns)}; found {list(frame.columns)}"
+        )
     if len(frame) == 0:
         raise ValueError(f"{path}: empty file; expected at least one row after the header")
     out = frame[list(columns)].copy()
@@ -80,7 +82,7 @@ def load_gold(path: str) -> pd.Series:
     return frame.set_index("task")["label"]
 
 
-def _read_lines(path: str, what: str) -> List[str]:
+def _read_lines(path: str, what: str) -> list[str]:
     p = pathlib.Path(path)
     if not p.is_file():
         raise ValueError(f"{path}: no such file (expected the {what})")
@@ -91,12 +93,12 @@ def _read_lines(path: str, what: str) -> List[str]:
     return lines
 
 
-def load_classes(path: str) -> List[str]:
+def load_classes(path: str) -> list[str]:
     """The class list, one class per line (blank lines ignored)."""
     return _read_lines(path, "class list")
 
 
-def load_features(path: str, tasks_path: Optional[str] = None) -> tuple:
+def load_features(path: str, tasks_path: str | None = None) -> tuple:
     """(task list, (T, D) array) from .npy + a task list file, or from .npz (tasks, features)."""
     p = pathlib.Path(path)
     if not p.is_file():
@@ -108,13 +110,16 @@ def load_features(path: str, tasks_path: Optional[str] = None) -> tuple:
     if isinstance(loaded, np.lib.npyio.NpzFile):
         missing = [k for k in ("tasks", "features") if k not in loaded.files]
         if missing:
-            raise ValueError(f"{path}: missing array(s) {missing}; expected arrays tasks and features, "
-                             f"found {loaded.files}")
+            raise ValueError(
+                f"{path}: missing array(s) {missing}; expected arrays tasks and features, found {loaded.files}"
+            )
         try:
             tasks, values = [str(t).strip() for t in loaded["tasks"]], loaded["features"]
         except ValueError as err:  # object arrays would need pickle, which is never enabled
-            raise ValueError(f"{path}: cannot read arrays tasks / features ({err}); save tasks as a string "
-                             "or integer array, e.g. np.asarray(tasks, dtype=str)") from None
+            raise ValueError(
+                f"{path}: cannot read arrays tasks / features ({err}); save tasks as a string "
+                "or integer array, e.g. np.asarray(tasks, dtype=str)"
+            ) from None
         if tasks_path:
             raise ValueError(f"{tasks_path}: not used with an .npz feature file (its 'tasks' array lists the tasks)")
     else:
@@ -122,12 +127,14 @@ def load_features(path: str, tasks_path: Optional[str] = None) -> tuple:
             raise ValueError(f"{path}: a .npy feature file needs --tasks (one task per line, in row order)")
         tasks, values = _read_lines(tasks_path, "task list"), loaded
         if values.ndim == 2 and len(tasks) != values.shape[0]:
-            raise ValueError(f"{tasks_path}: expected one task per feature row of {path} ({values.shape[0]}), "
-                             f"found {len(tasks)} task(s)")
+            raise ValueError(
+                f"{tasks_path}: expected one task per feature row of {path} ({values.shape[0]}), "
+                f"found {len(tasks)} task(s)"
+            )
     return tasks, values
 
 
-def _class_order(labels: pd.Series) -> List[str]:
+def _class_order(labels: pd.Series) -> list[str]:
     """Distinct labels, in numeric order when every one is an integer, else text order."""
     unique = pd.unique(labels)
     try:
@@ -148,15 +155,17 @@ def task_frame(ds: crowd.DawidSkene) -> pd.DataFrame:
     table = ds.table_
     probas = ds.probas_.to_numpy()
     gold = ds.problem_.gold
-    out = pd.DataFrame({
-        "task": np.asarray(table.tasks, dtype=object),
-        "label": ds.labels_.to_numpy(),
-        "prob": probas.max(1),
-        "risk": ds.risks_.to_numpy(),
-        "confident": ds.confident_.to_numpy(),
-        "n_labels": table.item_count,
-        "gold": gold.reindex(table.tasks).to_numpy() if gold is not None else None,
-    })
+    out = pd.DataFrame(
+        {
+            "task": np.asarray(table.tasks, dtype=object),
+            "label": ds.labels_.to_numpy(),
+            "prob": probas.max(1),
+            "risk": ds.risks_.to_numpy(),
+            "confident": ds.confident_.to_numpy(),
+            "n_labels": table.item_count,
+            "gold": gold.reindex(table.tasks).to_numpy() if gold is not None else None,
+        }
+    )
     posterior = pd.DataFrame(probas, columns=[f"p_{c}" for c in table.classes])
     return pd.concat([out, posterior], axis=1)
 
@@ -165,16 +174,18 @@ def worker_frame(ds: crowd.DawidSkene, batch: pd.DataFrame) -> pd.DataFrame:
     """workers.csv: worker, n_labels, accuracy (model), agreement (with labels), in_batch."""
     table = ds.table_
     in_batch = batch.groupby("worker").size().reindex(table.workers, fill_value=0).to_numpy()
-    return pd.DataFrame({
-        "worker": np.asarray(table.workers, dtype=object),
-        "n_labels": table.worker_count,
-        "accuracy": ds.skills_.to_numpy(),
-        "agreement": ds.agreement_.to_numpy(),
-        "in_batch": in_batch,
-    })
+    return pd.DataFrame(
+        {
+            "worker": np.asarray(table.workers, dtype=object),
+            "n_labels": table.worker_count,
+            "accuracy": ds.skills_.to_numpy(),
+            "agreement": ds.agreement_.to_numpy(),
+            "in_batch": in_batch,
+        }
+    )
 
 
-def write_outputs(out: os.PathLike, frames: Dict[str, pd.DataFrame]) -> None:
+def write_outputs(out: os.PathLike, frames: dict[str, pd.DataFrame]) -> None:
     """Write every frame to a temporary file first, then rename them all into place."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,23 +205,23 @@ def write_outputs(out: os.PathLike, frames: Dict[str, pd.DataFrame]) -> None:
 
 def run(
     labels: Any,
-    out: Optional[os.PathLike] = None,
-    features: Optional[str] = None,
-    tasks: Optional[str] = None,
-    gold: Optional[str] = None,
-    classes: Optional[str] = None,
+    out: os.PathLike | None = None,
+    features: str | None = None,
+    tasks: str | None = None,
+    gold: str | None = None,
+    classes: str | None = None,
     hits: int = 5,
     hit_size: int = 40,
     assignment: str = "random",
-    max_per_worker: Optional[int] = 2000,
-    max_per_task: Optional[int] = None,
+    max_per_worker: int | None = 2000,
+    max_per_task: int | None = None,
     risk_thres: float = 0.1,
     model: str = "ds",
     duplicates: str = "error",
     seed: int = 0,
     quiet: bool = False,
     **model_options: Any,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Read, check, fit, choose the next batch, write; the command line's body.
 
     Args:
@@ -231,8 +242,9 @@ def run(
         class_list = _class_order(crowd.check_frame(frame, str(name)).label)
     feats = load_features(features, tasks) if features else None
     gold_labels = load_gold(gold) if gold else None
-    ds = build_model(model, risk_threshold=risk_thres, classes=class_list, duplicates=duplicates, seed=seed,
-                     **model_options)
+    ds = build_model(
+        model, risk_threshold=risk_thres, classes=class_list, duplicates=duplicates, seed=seed, **model_options
+    )
     ds.check_options()
     sources = {"data": str(name), "features": str(features), "gold": str(gold)}
     problem = crowd.prepare(frame, gold_labels, feats, class_list, duplicates, sources)
@@ -242,8 +254,10 @@ def run(
     batch = crowd.next_batch(ds, hits, hit_size, assignment, max_per_worker, max_per_task, risk_thres, seed)
     t_fit = time.perf_counter()
     frames = {
-        "tasks.csv": task_frame(ds), "workers.csv": worker_frame(ds, batch),
-        "worker_confusion.csv": ds.confusion_frame(), "next_batch.csv": batch,
+        "tasks.csv": task_frame(ds),
+        "workers.csv": worker_frame(ds, batch),
+        "worker_confusion.csv": ds.confusion_frame(),
+        "next_batch.csv": batch,
     }
     if out is not None:
         write_outputs(out, frames)
@@ -264,28 +278,40 @@ def _check_batch_options(hits, hit_size, assignment, max_per_worker, max_per_tas
             raise ValueError(f"{flag}: expected an integer >= 0 (or unset for no cap), found {value}")
 
 
-def _summary(ds, batch, assignment, risk_thres, read_s, fit_s, out) -> Dict[str, Any]:
+def _summary(ds, batch, assignment, risk_thres, read_s, fit_s, out) -> dict[str, Any]:
     table = ds.table_
     risk = ds.risks_.to_numpy()
     return {
-        "tasks": table.num_items, "labelled_tasks": int((table.item_count > 0).sum()),
-        "workers": table.num_workers, "labels": int(table.task_code.size), "classes": len(table.classes),
-        "slots": int(table.item_count.max()), "dropped_duplicates": table.dropped_duplicates,
-        "em_iterations": ds.n_iter_, "learner": ds.learner_probas_ is not None,
-        "confident": int(ds.confident_.sum()), "mean_risk": float(risk.mean()), "risk_threshold": risk_thres,
-        "batch_hits": int(batch.hit.nunique()), "batch_tasks": len(batch), "batch_workers": int(batch.worker.nunique()),
-        "assignment": assignment, "read_seconds": round(read_s, 3), "fit_seconds": round(fit_s, 3),
+        "tasks": table.num_items,
+        "labelled_tasks": int((table.item_count > 0).sum()),
+        "workers": table.num_workers,
+        "labels": int(table.task_code.size),
+        "classes": len(table.classes),
+        "slots": int(table.item_count.max()),
+        "dropped_duplicates": table.dropped_duplicates,
+        "em_iterations": ds.n_iter_,
+        "learner": ds.learner_probas_ is not None,
+        "confident": int(ds.confident_.sum()),
+        "mean_risk": float(risk.mean()),
+        "risk_threshold": risk_thres,
+        "batch_hits": int(batch.hit.nunique()),
+        "batch_tasks": len(batch),
+        "batch_workers": int(batch.worker.nunique()),
+        "assignment": assignment,
+        "read_seconds": round(read_s, 3),
+        "fit_seconds": round(fit_s, 3),
         "out": None if out is None else str(out),
     }
 
 
-def format_summary(s: Dict[str, Any]) -> str:
+def format_summary(s: dict[str, Any]) -> str:
     """A few human-readable lines."""
     lines = [
         f"{s['labels']} labels from {s['workers']} workers on {s['labelled_tasks']} of {s['tasks']} tasks, "
         f"{s['classes']} classes, up to {s['slots']} labels per task"
         + (f" ({s['dropped_duplicates']} duplicate labels dropped)" if s["dropped_duplicates"] else ""),
-        f"Dawid-Skene: {s['em_iterations']} EM iteration(s)" + (", learner prior from features" if s["learner"] else "")
+        f"Dawid-Skene: {s['em_iterations']} EM iteration(s)"
+        + (", learner prior from features" if s["learner"] else "")
         + f"; read {s['read_seconds']:.2f}s, fit + batch {s['fit_seconds']:.2f}s",
         f"confident (risk < {s['risk_threshold']}): {s['confident']} / {s['tasks']} "
         f"({s['confident'] / max(s['tasks'], 1):.1%}), mean risk {s['mean_risk']:.3f}",
@@ -301,8 +327,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     """The command line's flags, on their own FlagValues (nothing global is touched)."""
     flags.DEFINE_string("labels", None, "CSV or Parquet with columns task, worker, label.", flag_values=fv)
     flags.DEFINE_string("out", None, "Output directory.", flag_values=fv)
-    flags.DEFINE_string("features", None, ".npy (with --tasks) or .npz (tasks, features) task features.",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "features", None, ".npy (with --tasks) or .npz (tasks, features) task features.", flag_values=fv
+    )
     flags.DEFINE_string("tasks", None, "Task list for a .npy feature file, one per line.", flag_values=fv)
     flags.DEFINE_string("gold", None, "CSV with columns task, label (gold / prototype labels).", flag_values=fv)
     flags.DEFINE_string("classes", None, "Class list, one per line (default: labels seen).", flag_values=fv)
@@ -312,21 +339,27 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("max_per_worker", 2000, "Cap on a worker's labels, existing ones included.", flag_values=fv)
     flags.DEFINE_integer("max_per_task", None, "Cap on a task's labels (default: none).", flag_values=fv)
     flags.DEFINE_float("risk_thres", 0.1, "Tasks with risk below this are confident.", flag_values=fv)
-    flags.DEFINE_enum("model", "ds", list(MODELS), "ds: crowd-kit's Dawid-Skene; reference: the paper's.",
-                      flag_values=fv)
+    flags.DEFINE_enum(
+        "model", "ds", list(MODELS), "ds: crowd-kit's Dawid-Skene; reference: the paper's.", flag_values=fv
+    )
     flags.DEFINE_string("worker_prior", None, "None or one of " + ", ".join(crowd.WORKER_PRIORS), flag_values=fv)
     flags.DEFINE_float("prior_strength", None, "Multiplier of the worker prior's pseudo-counts.", flag_values=fv)
     flags.DEFINE_integer("n_iter", None, "Maximum EM iterations.", flag_values=fv)
     flags.DEFINE_float("tol", None, "EM tolerance.", flag_values=fv)
     flags.DEFINE_boolean("learner", True, "Use a learner prior when --features is given.", flag_values=fv)
     flags.DEFINE_integer("learner_epochs", None, "Learner epochs.", flag_values=fv)
-    flags.DEFINE_enum("duplicates", "error", list(crowd.DUPLICATE_POLICIES),
-                      "A worker labelling a task twice: error, keep_last, keep_first, keep_all.", flag_values=fv)
+    flags.DEFINE_enum(
+        "duplicates",
+        "error",
+        list(crowd.DUPLICATE_POLICIES),
+        "A worker labelling a task twice: error, keep_last, keep_first, keep_all.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("seed", 0, "Seed of tie-breaks, the learner and the batch draw.", flag_values=fv)
     flags.DEFINE_boolean("quiet", False, "Print nothing.", flag_values=fv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and `run`; returns the exit code (2 on bad input or flags)."""
     argv = list(sys.argv if argv is None else argv)
     fv = flags.FlagValues()
@@ -340,19 +373,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if len(rest) > 1 or not fv.labels or not fv.out:
-        print(f"error: --labels and --out are required; unexpected arguments {rest[1:]}" if len(rest) > 1
-              else "error: --labels and --out are required", file=sys.stderr)
+        print(
+            f"error: --labels and --out are required; unexpected arguments {rest[1:]}"
+            if len(rest) > 1
+            else "error: --labels and --out are required",
+            file=sys.stderr,
+        )
         return 2
-    options = {name: fv[name].value for name in ("prior_strength", "n_iter", "tol", "learner_epochs")
-               if fv[name].value is not None}
+    options = {
+        name: fv[name].value
+        for name in ("prior_strength", "n_iter", "tol", "learner_epochs")
+        if fv[name].value is not None
+    }
     if fv.worker_prior is not None:
         options["worker_prior"] = None if fv.worker_prior.lower() in ("", "none") else fv.worker_prior
     try:
         run(
-            fv.labels, fv.out, features=fv.features, tasks=fv.tasks, gold=fv.gold, classes=fv.classes,
-            hits=fv.hits, hit_size=fv.hit_size, assignment=fv.assignment, max_per_worker=fv.max_per_worker,
-            max_per_task=fv.max_per_task, risk_thres=fv.risk_thres, model=fv.model, duplicates=fv.duplicates,
-            seed=fv.seed, quiet=fv.quiet, learner="mlp" if fv.learner else None, **options,
+            fv.labels,
+            fv.out,
+            features=fv.features,
+            tasks=fv.tasks,
+            gold=fv.gold,
+            classes=fv.classes,
+            hits=fv.hits,
+            hit_size=fv.hit_size,
+            assignment=fv.assignment,
+            max_per_worker=fv.max_per_worker,
+            max_per_task=fv.max_per_task,
+            risk_thres=fv.risk_thres,
+            model=fv.model,
+            duplicates=fv.duplicates,
+            seed=fv.seed,
+            quiet=fv.quiet,
+            learner="mlp" if fv.learner else None,
+            **options,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -19,7 +19,8 @@ Everything is fixed-shape and pure, so one fit is a jitted function that vmaps o
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -157,7 +158,7 @@ def fit(
     val_rows: jax.Array,
     val_valid: jax.Array,
     key: jax.Array,
-    unlabelled: Optional[jax.Array] = None,
+    unlabelled: jax.Array | None = None,
 ) -> FitResult:
     """Train a freshly initialised model; keep the parameters with the best validation loss.
 
@@ -192,7 +193,9 @@ def fit(
             return masked_cross_entropy(model.apply(v, features[rows]), labels[rows], lane)
         u_rows = draw_rows(u_weights, ls.batch_size * ls.mixmatch_mu, k_u)
         ramp = jnp.minimum(1.0, (epoch + 1.0) / ls.max_epochs)
-        return _mixmatch_loss(model, v, params, features[rows], labels[rows], lane, features[u_rows], lane_u, ramp, k_mix)
+        return _mixmatch_loss(
+            model, v, params, features[rows], labels[rows], lane, features[u_rows], lane_u, ramp, k_mix
+        )
 
     def epoch_step(carry, epoch):
         v, opt_state = carry
@@ -251,11 +254,22 @@ def temperature_reference(logits: jax.Array, labels: jax.Array, weight: jax.Arra
         step = jnp.where(stop_now, 0.0, lr * direction)
         new_t = t + step
         new_loss, new_g = nll(new_t), grad(new_t)
-        stop_after = stop_now | (jnp.abs(new_g) <= tol_grad) | (jnp.abs(step) <= tol_change) | (
-            jnp.abs(new_loss - loss) < tol_change
+        stop_after = (
+            stop_now
+            | (jnp.abs(new_g) <= tol_grad)
+            | (jnp.abs(step) <= tol_change)
+            | (jnp.abs(new_loss - loss) < tol_change)
         )
         keep = lambda a, b: jnp.where(stop_now, a, b)  # noqa: E731
-        return (keep(t, new_t), keep(g, new_g), keep(loss, new_loss), ratio, keep(prev_g, g), keep(prev_step, step), stop_after)
+        return (
+            keep(t, new_t),
+            keep(g, new_g),
+            keep(loss, new_loss),
+            ratio,
+            keep(prev_g, g),
+            keep(prev_step, step),
+            stop_after,
+        )
 
     t0 = jnp.float32(REFERENCE_T0)
     g0 = grad(t0)
@@ -399,7 +413,9 @@ def _cross_validated(static: Static, params: Params, features, split: Split, key
     def one_fold(f, fold_key):
         train = pool & (fold != f)
         val = pool & (fold == f)
-        pred = _fit_calibrate_predict(static, params, features, split.labels, train, val, capacity, fold_key, split.unlabelled)
+        pred = _fit_calibrate_predict(
+            static, params, features, split.labels, train, val, capacity, fold_key, split.unlabelled
+        )
         seen = lambda mask: (jax.ops.segment_sum(mask.astype(jnp.int32), split.labels, k) > 0).all()  # noqa: E731
         return pred, seen(train) & seen(val)
 
@@ -413,14 +429,16 @@ def _cross_validated(static: Static, params: Params, features, split: Split, key
     )
 
 
-def init_state(static: Static) -> Optional[LearnerState]:
+def init_state(static: Static) -> LearnerState | None:
     """Uniform probabilities and an infinite best loss; None without a learner."""
     if static.learner is None:
         return None
     m, k = static.num_rows, static.num_classes
     return LearnerState(
-        probs=jnp.full((m, k), 1.0 / k, jnp.float32), best_loss=jnp.float32(jnp.inf),
-        last_loss=jnp.float32(jnp.inf), temperature=jnp.float32(1.0),
+        probs=jnp.full((m, k), 1.0 / k, jnp.float32),
+        best_loss=jnp.float32(jnp.inf),
+        last_loss=jnp.float32(jnp.inf),
+        temperature=jnp.float32(1.0),
     )
 
 
@@ -451,7 +469,15 @@ def fit_predict(
         pred = _cross_validated(static, params, features, split, k_fit)
     else:
         pred = _fit_calibrate_predict(
-            static, params, features, labels, split.train, split.val, validation_capacity(static), k_fit, split.unlabelled
+            static,
+            params,
+            features,
+            labels,
+            split.train,
+            split.val,
+            validation_capacity(static),
+            k_fit,
+            split.unlabelled,
         )
     better = pred.loss < state.best_loss
     if ls.early_stop_scope == "global":

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
@@ -60,7 +58,9 @@ def subset_metrics(rank, confidence, argmax_correct, mask) -> SubsetMetrics:
     """Metrics of one belief over the masked items."""
     top = [_masked_mean(rank < k, mask) for k in TOP_K]
     return SubsetMetrics(
-        top1=top[0], top5=top[1], top10=top[2],
+        top1=top[0],
+        top5=top[1],
+        top10=top[2],
         ece=expected_calibration_error(confidence, argmax_correct, mask),
         n_correct=((rank == 0) & mask).sum().astype(jnp.int32),
         n_items=mask.sum().astype(jnp.int32),
@@ -84,7 +84,7 @@ def belief_metrics(belief: jax.Array, labels: jax.Array, confident: jax.Array) -
     )
 
 
-def learner_metrics(probs: Optional[jax.Array], labels: jax.Array, confident: jax.Array) -> Optional[BeliefMetrics]:
+def learner_metrics(probs: jax.Array | None, labels: jax.Array, confident: jax.Array) -> BeliefMetrics | None:
     """Metrics of the learner's item rows, split by the aggregate's confidence."""
     if probs is None:
         return None

@@ -8,7 +8,8 @@ import json
 import os
 import pathlib
 import platform
-from typing import Any, Dict, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import pandas as pd
@@ -38,7 +39,7 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def environment() -> Dict[str, str]:
+def environment() -> dict[str, str]:
     """Device and library versions, for results that quote timings."""
     import flax
     import optax

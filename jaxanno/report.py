@@ -33,7 +33,8 @@ import json
 import os
 import pathlib
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -66,10 +67,10 @@ class Run:
 
     name: str  # legend and table label: experiment/method, or the workdir name
     workdir: pathlib.Path
-    config: Dict[str, Any]  # config.json ({} when absent)
+    config: dict[str, Any]  # config.json ({} when absent)
     metrics: pd.DataFrame  # metrics.csv, one row per (grid, seed, step)
-    runs: Optional[pd.DataFrame]  # runs.csv, one row per (grid, seed); None when absent
-    settings: List[str]  # swept setting columns (between 'seed' and 'step' in metrics.csv)
+    runs: pd.DataFrame | None  # runs.csv, one row per (grid, seed); None when absent
+    settings: list[str]  # swept setting columns (between 'seed' and 'step' in metrics.csv)
 
 
 @dataclasses.dataclass
@@ -108,11 +109,12 @@ def load_run(workdir: os.PathLike) -> Run:
     settings = [c for c in cols[: cols.index("step")] if c not in ("grid", "seed")]
     runs = pd.read_csv(workdir / "runs.csv") if (workdir / "runs.csv").is_file() else None
     config = _read_config(workdir / "config.json")
-    return Run(name=_run_name(config, workdir), workdir=workdir, config=config, metrics=metrics,
-               runs=runs, settings=settings)
+    return Run(
+        name=_run_name(config, workdir), workdir=workdir, config=config, metrics=metrics, runs=runs, settings=settings
+    )
 
 
-def _read_config(path: pathlib.Path) -> Dict[str, Any]:
+def _read_config(path: pathlib.Path) -> dict[str, Any]:
     """config.json as a dict; {} when absent."""
     if not path.is_file():
         return {}
@@ -122,7 +124,7 @@ def _read_config(path: pathlib.Path) -> Dict[str, Any]:
         raise ReportError(f"{path}: not valid JSON ({err})") from None
 
 
-def _run_name(config: Dict[str, Any], workdir: pathlib.Path) -> str:
+def _run_name(config: dict[str, Any], workdir: pathlib.Path) -> str:
     """'experiment/method' from the resolved config, else the workdir's name."""
     parts = [str(config[k]) for k in ("experiment", "method") if config.get(k)]
     return "/".join(parts) if parts else workdir.resolve().name
@@ -136,7 +138,7 @@ def _disambiguate(runs: Sequence[Run]) -> None:
             run.name = f"{run.name} ({run.workdir.resolve().name})"
 
 
-def seed_curve(rows: pd.DataFrame, column: str) -> Tuple[np.ndarray, np.ndarray]:
+def seed_curve(rows: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
     """One seed's (x, y) in step order, NaN metrics dropped, repeated x kept once (the last).
 
     The last value at a repeated cost is the latest state reached for that many labels.
@@ -150,7 +152,7 @@ def seed_curve(rows: pd.DataFrame, column: str) -> Tuple[np.ndarray, np.ndarray]
     return x[last], y[last]
 
 
-def common_grid(curves: Sequence[Tuple[np.ndarray, np.ndarray]], max_points: int = MAX_GRID_POINTS) -> np.ndarray:
+def common_grid(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_points: int = MAX_GRID_POINTS) -> np.ndarray:
     """Sorted union of the seeds' x values (thinned to about `max_points`, ends kept)."""
     xs = [x for x, _ in curves if len(x)]
     if not xs:
@@ -162,7 +164,7 @@ def common_grid(curves: Sequence[Tuple[np.ndarray, np.ndarray]], max_points: int
     return grid
 
 
-def mean_band(curves: Sequence[Tuple[np.ndarray, np.ndarray]], max_points: int = MAX_GRID_POINTS) -> Band:
+def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_points: int = MAX_GRID_POINTS) -> Band:
     """Average per-seed curves on a common grid without extrapolating any of them.
 
     Args:
@@ -201,7 +203,7 @@ def x_at_target(x: np.ndarray, y: np.ndarray, target: float) -> float:
     return float(x[i - 1] + frac * (x[i] - x[i - 1]))
 
 
-def _mean_std(values: np.ndarray) -> Tuple[float, float]:
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
     """Mean and population std of the finite values (NaN, NaN if none)."""
     v = values[np.isfinite(values)]
     return (float(v.mean()), float(v.std())) if len(v) else (np.nan, np.nan)
@@ -231,7 +233,7 @@ def _grid_points(run: Run):
         yield int(grid), rows.iloc[0], rows
 
 
-def _per_seed(rows: pd.DataFrame, column: str) -> List[Tuple[np.ndarray, np.ndarray]]:
+def _per_seed(rows: pd.DataFrame, column: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per seed (in seed order), its curve of `column`."""
     if column not in rows.columns:
         return []
@@ -246,10 +248,10 @@ def _last_values(rows: pd.DataFrame, column: str) -> np.ndarray:
     return last[column].to_numpy(float)
 
 
-def _targets_cells(rows: pd.DataFrame, targets: Sequence[float]) -> Tuple[Dict[str, Any], List[str]]:
+def _targets_cells(rows: pd.DataFrame, targets: Sequence[float]) -> tuple[dict[str, Any], list[str]]:
     """x@target per seed -> CSV fields and markdown cells."""
     curves = _per_seed(rows, "aggregate/all/top1")
-    fields: Dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     cells = []
     for t in targets:
         xs = np.array([x_at_target(x, y, t / 100.0) for x, y in curves])
@@ -261,11 +263,14 @@ def _targets_cells(rows: pd.DataFrame, targets: Sequence[float]) -> Tuple[Dict[s
     return fields, cells
 
 
-def _early_stop_cells(run: Run, grid: int, num_seeds: int) -> Tuple[Dict[str, Any], str, str]:
+def _early_stop_cells(run: Run, grid: int, num_seeds: int) -> tuple[dict[str, Any], str, str]:
     """Early-stop point and stop reasons from runs.csv -> CSV fields, two markdown cells."""
     if run.runs is None or "early_stop_cost_per_item" not in run.runs.columns:
-        return {"early_stop_mean": np.nan, "early_stop_std": np.nan, "early_stop_fired": np.nan,
-                "stop_reasons": ""}, "- (no runs.csv)", "-"
+        return (
+            {"early_stop_mean": np.nan, "early_stop_std": np.nan, "early_stop_fired": np.nan, "stop_reasons": ""},
+            "- (no runs.csv)",
+            "-",
+        )
     rows = run.runs[run.runs["grid"] == grid]
     fired_at = rows["early_stop_cost_per_item"].to_numpy(float)
     fired = int(np.isfinite(fired_at).sum())
@@ -276,17 +281,24 @@ def _early_stop_cells(run: Run, grid: int, num_seeds: int) -> Tuple[Dict[str, An
         cell = _fmt(mean, std) + ("" if fired == num_seeds else f" ({fired}/{num_seeds} fired)")
     counts = rows["stop_reason"].value_counts(sort=False) if "stop_reason" in rows else pd.Series(dtype=int)
     reasons = ", ".join(f"{k}: {v}" for k, v in counts.items())
-    return ({"early_stop_mean": mean, "early_stop_std": std, "early_stop_fired": fired, "stop_reasons": reasons},
-            cell, reasons or "-")
+    return (
+        {"early_stop_mean": mean, "early_stop_std": std, "early_stop_fired": fired, "stop_reasons": reasons},
+        cell,
+        reasons or "-",
+    )
 
 
-def _end_cells(rows: pd.DataFrame) -> Tuple[Dict[str, Any], List[str]]:
+def _end_cells(rows: pd.DataFrame) -> tuple[dict[str, Any], list[str]]:
     """End point: labels per image, aggregate and learner top-1 / ECE (percent)."""
-    fields: Dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     cells = []
-    spec = (("end_cost_per_item", "cost_per_item", 1.0, 2), ("end_top1", "aggregate/all/top1", 100.0, 1),
-            ("end_ece", "aggregate/all/ece", 100.0, 1), ("learner_end_top1", "learner/all/top1", 100.0, 1),
-            ("learner_end_ece", "learner/all/ece", 100.0, 1))
+    spec = (
+        ("end_cost_per_item", "cost_per_item", 1.0, 2),
+        ("end_top1", "aggregate/all/top1", 100.0, 1),
+        ("end_ece", "aggregate/all/ece", 100.0, 1),
+        ("learner_end_top1", "learner/all/top1", 100.0, 1),
+        ("learner_end_ece", "learner/all/ece", 100.0, 1),
+    )
     for name, column, scale, digits in spec:
         mean, std = _mean_std(scale * _last_values(rows, column))
         fields.update({f"{name}_mean": mean, f"{name}_std": std})
@@ -294,7 +306,7 @@ def _end_cells(rows: pd.DataFrame) -> Tuple[Dict[str, Any], List[str]]:
     return fields, cells
 
 
-def summarize(runs: Sequence[Run], targets: Sequence[float] = DEFAULT_TARGETS) -> Tuple[pd.DataFrame, List[List[str]]]:
+def summarize(runs: Sequence[Run], targets: Sequence[float] = DEFAULT_TARGETS) -> tuple[pd.DataFrame, list[list[str]]]:
     """One row per (run, grid point): x@targets, early stop, end point.
 
     Returns:
@@ -306,7 +318,7 @@ def summarize(runs: Sequence[Run], targets: Sequence[float] = DEFAULT_TARGETS) -
     for run in runs:
         for grid, point, rows in _grid_points(run):
             n = int(rows["seed"].nunique())
-            rec: Dict[str, Any] = {"run": run.name, "workdir": str(run.workdir), "grid": grid}
+            rec: dict[str, Any] = {"run": run.name, "workdir": str(run.workdir), "grid": grid}
             rec.update({s: point[s] if s in run.settings else np.nan for s in setting_cols})
             rec.update({"settings": _settings_label(run, point), "num_seeds": n})
             t_fields, t_cells = _targets_cells(rows, targets)
@@ -317,11 +329,21 @@ def summarize(runs: Sequence[Run], targets: Sequence[float] = DEFAULT_TARGETS) -
     return pd.DataFrame(records), md_rows
 
 
-def _markdown(runs: Sequence[Run], md_rows: List[List[str]], targets: Sequence[float], figures: List[str]) -> str:
+def _markdown(runs: Sequence[Run], md_rows: list[list[str]], targets: Sequence[float], figures: list[str]) -> str:
     """report.md: run list, the table, how it was computed, the figures."""
-    head = (["run", "settings", "seeds"] + [f"x@{t:g}%" for t in targets]
-            + ["early stop", "labels/image at end", "top-1 % at end", "ECE % at end",
-               "learner top-1 % at end", "learner ECE % at end", "stop reasons"])
+    head = (
+        ["run", "settings", "seeds"]
+        + [f"x@{t:g}%" for t in targets]
+        + [
+            "early stop",
+            "labels/image at end",
+            "top-1 % at end",
+            "ECE % at end",
+            "learner top-1 % at end",
+            "learner ECE % at end",
+            "stop reasons",
+        ]
+    )
     lines = ["# Annotation report", "", "Runs:"]
     for run in runs:
         sim = run.config.get("simulation")
@@ -343,7 +365,7 @@ def _markdown(runs: Sequence[Run], md_rows: List[List[str]], targets: Sequence[f
     return "\n".join(lines) + "\n"
 
 
-def curve_bands(runs: Sequence[Run], column: str) -> List[Tuple[str, Band]]:
+def curve_bands(runs: Sequence[Run], column: str) -> list[tuple[str, Band]]:
     """(legend label, band) for every (run, grid point) that has data in `column`."""
     out = []
     for run in runs:
@@ -354,8 +376,7 @@ def curve_bands(runs: Sequence[Run], column: str) -> List[Tuple[str, Band]]:
     return out
 
 
-def plot_bands(bands: Sequence[Tuple[str, Band]], ylabel: str, title: str,
-               hlines: Sequence[float] = ()) -> Figure:
+def plot_bands(bands: Sequence[tuple[str, Band]], ylabel: str, title: str, hlines: Sequence[float] = ()) -> Figure:
     """A paper-style figure: x labels per image, y the metric in percent, one line per band.
 
     Solid where every seed covers x, dashed where only some do; the shaded band is +- 1 std.
@@ -382,12 +403,18 @@ def plot_bands(bands: Sequence[Tuple[str, Band]], ylabel: str, title: str,
     ax.set_xlim(left=0)
     ax.grid(True, color="0.9", linewidth=0.6)
     # Below the axes, so that no number of curves hides the data.
-    ax.legend(fontsize="small", title="mean ± 1 std over seeds; dashed: some seeds had stopped",
-              title_fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    ax.legend(
+        fontsize="small",
+        title="mean ± 1 std over seeds; dashed: some seeds had stopped",
+        title_fontsize="x-small",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        frameon=False,
+    )
     return fig
 
 
-def _render(fig: Figure) -> Dict[str, bytes]:
+def _render(fig: Figure) -> dict[str, bytes]:
     """PNG and SVG bytes of a figure (SVG without a date, so reruns are identical)."""
     out = {}
     for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
@@ -404,15 +431,16 @@ def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _check_targets(targets: Sequence[float]) -> List[float]:
+def _check_targets(targets: Sequence[float]) -> list[float]:
     targets = [float(t) for t in targets]
     if not targets or any(not (1.0 < t <= 100.0) for t in targets):
         raise ReportError(f"targets {targets}: give top-1 accuracies in percent, each in (1, 100]")
     return targets
 
 
-def write_report(workdirs: Sequence[os.PathLike], out: os.PathLike,
-                 targets: Sequence[float] = DEFAULT_TARGETS) -> Dict[str, Any]:
+def write_report(
+    workdirs: Sequence[os.PathLike], out: os.PathLike, targets: Sequence[float] = DEFAULT_TARGETS
+) -> dict[str, Any]:
     """Plots and tables for one or more workdirs, written atomically under `out`.
 
     Args:
@@ -434,7 +462,7 @@ def write_report(workdirs: Sequence[os.PathLike], out: os.PathLike,
     runs = [load_run(w) for w in workdirs]
     _disambiguate(runs)
     table, md_rows = summarize(runs, targets)
-    files: Dict[str, bytes] = {}
+    files: dict[str, bytes] = {}
     figures = []
     for stem, column, ylabel, title in FIGURES:
         bands = curve_bands(runs, column)
@@ -457,13 +485,16 @@ def write_report(workdirs: Sequence[os.PathLike], out: os.PathLike,
     return {"out": out, "files": [out / n for n in files], "figures": figures, "table": table}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """`python -m jaxanno.report WORKDIR [WORKDIR...] [--out=DIR] [--targets=75,80,85,90]`."""
     parser = argparse.ArgumentParser(prog="python -m jaxanno.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="launch output folders")
     parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/report for one workdir)")
-    parser.add_argument("--targets", default=",".join(f"{t:g}" for t in DEFAULT_TARGETS),
-                        help="top-1 accuracies in percent for x@target, comma-separated")
+    parser.add_argument(
+        "--targets",
+        default=",".join(f"{t:g}" for t in DEFAULT_TARGETS),
+        help="top-1 accuracies in percent for x@target, comma-separated",
+    )
     args = parser.parse_args(argv)
     if args.out is None and len(args.workdirs) > 1:
         parser.error("--out is required with several workdirs")

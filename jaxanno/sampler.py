@@ -118,8 +118,10 @@ def select_hits(
         return (item_count, worker_count, used, issued + valid.sum()), (items, worker, slots, valid)
 
     start = (
-        annotations.item_count, annotations.worker_count,
-        jnp.zeros(static.num_workers, bool), jnp.int32(0),
+        annotations.item_count,
+        annotations.worker_count,
+        jnp.zeros(static.num_workers, bool),
+        jnp.int32(0),
     )
     _, (items, workers, slots, valid) = jax.lax.scan(one_hit, start, jnp.arange(static.hits_per_step))
     return Hits(items=items, workers=workers.astype(jnp.int32), slots=slots, valid=valid)
@@ -162,8 +164,11 @@ def no_worker_left(static: Static, params: Params, annotations: AnnotationState)
 def init_stopper() -> StopperState:
     minus_one = jnp.int32(-1)
     return StopperState(
-        history_len=jnp.int32(0), max_confident=minus_one, last_max_index=minus_one,
-        fired_step=minus_one, fired_cost=minus_one,
+        history_len=jnp.int32(0),
+        max_confident=minus_one,
+        last_max_index=minus_one,
+        fired_step=minus_one,
+        fired_cost=minus_one,
     )
 
 
@@ -186,14 +191,12 @@ def update_stopper(
     max_confident = jnp.maximum(stopper.max_confident, num_confident)
     last_max = jnp.where(is_max, index, stopper.last_max_index)
     window = early_stopper_window(static)
-    fires = (
-        (length > window) & (length > 3)
-        & (cost >= static.num_items / 2.0)
-        & (last_max < length - window)
-    )
+    fires = (length > window) & (length > 3) & (cost >= static.num_items / 2.0) & (last_max < length - window)
     first = fires & (stopper.fired_step < 0)
     new = StopperState(
-        history_len=length, max_confident=max_confident, last_max_index=last_max,
+        history_len=length,
+        max_confident=max_confident,
+        last_max_index=last_max,
         fired_step=jnp.where(first, step, stopper.fired_step),
         fired_cost=jnp.where(first, cost, stopper.fired_cost),
     )
@@ -203,8 +206,10 @@ def update_stopper(
 def init_annotations(static: Static) -> AnnotationState:
     n, a = static.num_items, static.max_annotations
     return AnnotationState(
-        worker=jnp.full((n, a), -1, jnp.int32), label=jnp.full((n, a), -1, jnp.int32),
-        item_count=jnp.zeros(n, jnp.int32), worker_count=jnp.zeros(static.num_workers, jnp.int32),
+        worker=jnp.full((n, a), -1, jnp.int32),
+        label=jnp.full((n, a), -1, jnp.int32),
+        item_count=jnp.zeros(n, jnp.int32),
+        worker_count=jnp.zeros(static.num_workers, jnp.int32),
     )
 
 

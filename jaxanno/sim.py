@@ -70,12 +70,14 @@ def _check_stop(static: Static, params: Params, state: SimState) -> SimState:
     cost = state.annotations.item_count.sum()
     num_confident = (state.em.risk < params.risk_threshold).sum()
     stopper, fires = sampler.update_stopper(static, state.stopper, num_confident, cost, state.step)
-    reasons = jnp.stack([  # in the order of types.STOP_REASONS[1:]
-        sampler.all_finished(static, params, state),
-        cost >= params.budget,
-        sampler.no_worker_left(static, params, state.annotations),
-        static.early_stop & fires,
-    ])
+    reasons = jnp.stack(
+        [  # in the order of types.STOP_REASONS[1:]
+            sampler.all_finished(static, params, state),
+            cost >= params.budget,
+            sampler.no_worker_left(static, params, state.annotations),
+            static.early_stop & fires,
+        ]
+    )
     stop = ~initial & ~state.done & reasons.any()
     keep_old = initial | state.done
     stopper = jax.tree.map(lambda old, new: jnp.where(keep_old, old, new), state.stopper, stopper)
@@ -111,7 +113,7 @@ def _aggregate(static: Static, params: Params, data: Dataset, state: SimState, a
     if learner_state is not None:
         annotated = annotations.item_count > 0
         learner_state = learner.fit_predict(
-            static, params, data.features, belief, data.labels[static.num_items:], annotated, learner_state, k_learn
+            static, params, data.features, belief, data.labels[static.num_items :], annotated, learner_state, k_learn
         )
         new_log_learner = em.learner_log_prior(learner_state.probs, static.num_items)
         belief = em.posterior(static, params, annotations, prior + counts, log_class_prior, new_log_learner)
@@ -133,7 +135,9 @@ def step_metrics(static: Static, params: Params, data: Dataset, state: SimState,
         cost_per_item=cost / static.num_items,
         frac_labelled=(state.annotations.item_count > 0).mean(),
         num_confident=confident.sum().astype(jnp.int32),
-        open_slots=jnp.where(confident, 0, static.max_annotations - state.annotations.item_count).sum().astype(jnp.int32),
+        open_slots=jnp.where(confident, 0, static.max_annotations - state.annotations.item_count)
+        .sum()
+        .astype(jnp.int32),
         em_iterations=state.em.iterations,
         early_stop_fired=state.stopper.fired_step >= 0,
         aggregate=metrics.belief_metrics(state.em.posterior, labels, confident),

@@ -20,10 +20,9 @@ Named dimensions used in shape comments:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -99,7 +98,7 @@ class Static:
     prior_type: str = "homegeneous_workers"
     early_stop: bool = False  # the early stopper ends the run (it is always logged)
     em: EMStatic = EMStatic()
-    learner: Optional[LearnerStatic] = None
+    learner: LearnerStatic | None = None
 
     @property
     def num_rows(self) -> int:
@@ -227,7 +226,7 @@ class SimState:
     workers: WorkerPool
     annotations: AnnotationState
     em: EMState
-    learner: Optional[LearnerState]
+    learner: LearnerState | None
     stopper: StopperState
 
 
@@ -263,7 +262,7 @@ class StepMetrics(NamedTuple):
     em_iterations: jax.Array  # () i32
     early_stop_fired: jax.Array  # () bool, the early stopper has fired by this step
     aggregate: BeliefMetrics
-    learner: Optional[BeliefMetrics]
+    learner: BeliefMetrics | None
 
 
 def zeros_like_shapes(tree: Any) -> Any:

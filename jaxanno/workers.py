@@ -50,9 +50,7 @@ def _normalise_rows(m: jax.Array) -> jax.Array:
 def _uniform_worker(num_classes: int, params: Params, key: jax.Array) -> jax.Array:
     """(K, K) diagonal ~ N(mean, std) clipped, off-diagonal normalised uniform noise."""
     k_diag, k_noise = jax.random.split(key)
-    diag = params.reliability_mean + params.reliability_std * jax.random.normal(
-        k_diag, (num_classes,)
-    )
+    diag = params.reliability_mean + params.reliability_std * jax.random.normal(k_diag, (num_classes,))
     diag = jnp.clip(diag, 0.0, 1.0)
     noise = jax.random.uniform(k_noise, (num_classes, num_classes))
     off = jnp.where(jnp.eye(num_classes, dtype=bool), 0.0, noise)
@@ -125,9 +123,7 @@ def _homogeneous(counts: jax.Array, kind: str) -> jax.Array:
     return jnp.where(eye, diag.mean(), off)
 
 
-def prior_alpha(
-    static: Static, params: Params, crowd: CrowdStats, true_confusion: jax.Array
-) -> jax.Array:
+def prior_alpha(static: Static, params: Params, crowd: CrowdStats, true_confusion: jax.Array) -> jax.Array:
     """Dirichlet pseudo-counts of every worker's confusion rows, times `prior_strength`.
 
     ``homegeneous_*`` priors come from the real crowd's global counts G, ``heterogeneous_*``
@@ -170,9 +166,7 @@ def init_pool(static: Static, params: Params, crowd: CrowdStats, key: jax.Array)
     )
 
 
-def answer(
-    true_confusion: jax.Array, worker: jax.Array, true_label: jax.Array, key: jax.Array
-) -> jax.Array:
+def answer(true_confusion: jax.Array, worker: jax.Array, true_label: jax.Array, key: jax.Array) -> jax.Array:
     """Simulated answers z ~ Categorical(M_worker[true_label]).
 
     Args:

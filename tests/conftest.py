@@ -20,8 +20,17 @@ def clear_trace_counter():
 
 
 def tiny_static(**overrides) -> types.Static:
-    base = dict(num_items=48, num_prototypes=16, num_classes=4, num_workers=6, feature_dim=6,
-                max_annotations=3, hit_size=5, hits_per_step=2, n_prototype_per_class=4)
+    base = dict(
+        num_items=48,
+        num_prototypes=16,
+        num_classes=4,
+        num_workers=6,
+        feature_dim=6,
+        max_annotations=3,
+        hit_size=5,
+        hits_per_step=2,
+        n_prototype_per_class=4,
+    )
     base.update(overrides)
     return types.Static(**base)
 
@@ -33,8 +42,14 @@ def tiny_dataset(static: types.Static, seed: int = 0, separation: float = 3.0) -
     labels = np.concatenate([np.arange(n) % k, np.arange(p) % k]).astype(np.int32)
     means = rng.normal(size=(k, d)) * separation
     feats = (means[labels] + rng.normal(size=(n + p, d))).astype(np.float32)
-    fs = data_lib.FeatureSet(features=feats, labels=labels, num_items=n, class_names=VERTEBRATE4[:k],
-                             wnids=VERTEBRATE4[:k], description="test blobs")
+    fs = data_lib.FeatureSet(
+        features=feats,
+        labels=labels,
+        num_items=n,
+        class_names=VERTEBRATE4[:k],
+        wnids=VERTEBRATE4[:k],
+        description="test blobs",
+    )
     return data_lib.make_dataset(fs, "structured_noise", "homegeneous_workers")
 
 
@@ -69,6 +84,8 @@ def annotation_state(workers, labels, num_workers):
     valid = workers >= 0
     wc = np.bincount(workers[valid], minlength=num_workers).astype(np.int32)
     return types.AnnotationState(
-        worker=jax.device_put(workers), label=jax.device_put(labels),
-        item_count=jax.device_put(valid.sum(1).astype(np.int32)), worker_count=jax.device_put(wc),
+        worker=jax.device_put(workers),
+        label=jax.device_put(labels),
+        item_count=jax.device_put(valid.sum(1).astype(np.int32)),
+        worker_count=jax.device_put(wc),
     )

@@ -58,8 +58,12 @@ def soft_counts(workers, labels, post, num_workers, k):
 
 def mean_label_likelihood(workers, labels, label_hat, alpha):
     conf = confusion(alpha)
-    vals = [conf[workers[i, s], label_hat[i], labels[i, s]]
-            for i in range(workers.shape[0]) for s in range(workers.shape[1]) if workers[i, s] >= 0]
+    vals = [
+        conf[workers[i, s], label_hat[i], labels[i, s]]
+        for i in range(workers.shape[0])
+        for s in range(workers.shape[1])
+        if workers[i, s] >= 0
+    ]
     return float(np.mean(vals))
 
 

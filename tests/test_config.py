@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxanno import config, experiment, outputs
 from configs import test as test_config
+from jaxanno import config, experiment, outputs
 
 
 def _cfg(**changes):

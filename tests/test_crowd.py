@@ -24,8 +24,9 @@ from jaxanno import crowd, em, label, outputs, sampler
 from jaxanno.types import EMStatic, Static, make_params
 
 DATA = pathlib.Path(__file__).parent / "data"
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
-                                        "ignore:.*(inplace|copy) keyword")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::FutureWarning", "ignore:.*(inplace|copy) keyword"
+)
 POSTERIOR_ATOL = 1e-4  # see the module docstring
 CROWDKIT_ACCURACY = {"rte": (0.9275, 0.9187), "bluebirds": (0.8889, 0.7593)}  # DawidSkene, MajorityVote
 
@@ -74,8 +75,9 @@ def test_dawid_skene_soft_mode_reproduces_crowdkit_posteriors(crowd_data, crowdk
     assert ds.n_iter_ == len(crowdkit_fit.loss_history_)
     np.testing.assert_allclose(ds.loss_history_, crowdkit_fit.loss_history_, rtol=1e-4)
     errors = crowdkit_fit.errors_  # crowd-kit lists only the (worker, label) pairs seen
-    np.testing.assert_allclose(ds.errors_.reindex(errors.index)[errors.columns].to_numpy(), errors.to_numpy(),
-                               atol=POSTERIOR_ATOL)
+    np.testing.assert_allclose(
+        ds.errors_.reindex(errors.index)[errors.columns].to_numpy(), errors.to_numpy(), atol=POSTERIOR_ATOL
+    )
     np.testing.assert_allclose(ds.priors_.reindex(crowdkit_fit.priors_.index), crowdkit_fit.priors_, atol=1e-5)
 
 
@@ -94,8 +96,9 @@ def test_majority_vote_equals_crowdkit(crowd_data):
     name, labels, gold = crowd_data
     ours = crowd.MajorityVote().fit(labels)
     theirs = CrowdKitMajorityVote().fit(labels)
-    pd.testing.assert_series_equal(ours.labels_, theirs.labels_.reindex(ours.labels_.index), check_names=False,
-                                   check_dtype=False)
+    pd.testing.assert_series_equal(
+        ours.labels_, theirs.labels_.reindex(ours.labels_.index), check_names=False, check_dtype=False
+    )
     np.testing.assert_allclose(ours.probas_.to_numpy(), _aligned(theirs.probas_, ours.probas_), atol=1e-6)
     np.testing.assert_allclose(ours.skills_, theirs.skills_.reindex(ours.skills_.index), atol=1e-6)
     assert _accuracy(ours.labels_, gold) == pytest.approx(CROWDKIT_ACCURACY[name][1], abs=1e-4)
@@ -191,10 +194,20 @@ def test_solve_matches_em_run_em(options):
     n, a = table.annotations.worker.shape
     w = int(table.annotations.worker_count.shape[0])
     static = Static(
-        num_items=int(n), num_prototypes=0, num_classes=2, num_workers=w, feature_dim=1, max_annotations=int(a),
+        num_items=int(n),
+        num_prototypes=0,
+        num_classes=2,
+        num_workers=w,
+        feature_dim=1,
+        max_annotations=int(a),
         prior_type="predefined_homegeneous",
-        em=EMStatic(max_em_steps=10, criterion=options["criterion"], m_step=options["m_step"],
-                    class_prior=options["class_prior"], init=options["init"]),
+        em=EMStatic(
+            max_em_steps=10,
+            criterion=options["criterion"],
+            m_step=options["m_step"],
+            class_prior=options["class_prior"],
+            init=options["init"],
+        ),
     )
     params = make_params(prior_strength=options["strength"], log_epsilon=options["eps"], em_epsilon=1e-4)
     prior = crowd.worker_prior_alpha(static, params, "predefined_homegeneous", table, np.full(n, -1))
@@ -236,9 +249,13 @@ def test_greedy_assignment_picks_the_highest_expected_accuracy_worker():
     for _, hit in batch.groupby("hit"):
         rows = ds.table_.tasks.get_indexer(hit.task)
         scores = np.asarray(sampler.worker_accuracy_on(posterior[rows], np.ones(len(rows), bool), alpha))
-        labelled = set(pd.DataFrame({"task": ds.table_.tasks[ds.table_.task_code],
-                                     "worker": ds.table_.workers[ds.table_.worker_code]})
-                       .query("task in @hit.task").worker)
+        labelled = set(
+            pd.DataFrame(
+                {"task": ds.table_.tasks[ds.table_.task_code], "worker": ds.table_.workers[ds.table_.worker_code]}
+            )
+            .query("task in @hit.task")
+            .worker
+        )
         allowed = [w for w in workers if w not in used and w not in labelled]
         chosen = hit.worker.iloc[0]
         assert chosen in allowed
@@ -272,11 +289,21 @@ def test_cli_writes_consistent_files_and_a_batch_within_caps(tmp_path, assignmen
     data = _write_synthetic(tmp_path)
     out = tmp_path / "out"
     max_worker, max_task, threshold = 35, 4, 0.1
-    code = label.main([
-        "label", f"--labels={data['path']}", f"--out={out}", "--hits=6", "--hit_size=15",
-        f"--assignment={assignment}", f"--max_per_worker={max_worker}", f"--max_per_task={max_task}",
-        f"--risk_thres={threshold}", "--worker_prior=predefined_homegeneous", "--quiet",
-    ])
+    code = label.main(
+        [
+            "label",
+            f"--labels={data['path']}",
+            f"--out={out}",
+            "--hits=6",
+            "--hit_size=15",
+            f"--assignment={assignment}",
+            f"--max_per_worker={max_worker}",
+            f"--max_per_task={max_task}",
+            f"--risk_thres={threshold}",
+            "--worker_prior=predefined_homegeneous",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(label.OUTPUT_FILES)
     tasks = pd.read_csv(out / "tasks.csv", dtype={"task": str, "label": str})
@@ -333,8 +360,16 @@ def test_npy_features_add_unlabelled_tasks_that_go_into_the_batch(tmp_path):
     labels.to_csv(tmp_path / "labels.csv", index=False)
     np.save(tmp_path / "feats.npy", np.arange(12.0).reshape(4, 3))
     (tmp_path / "tasks.txt").write_text("c\nb\na\nd\n")
-    result = label.run(str(tmp_path / "labels.csv"), tmp_path / "out", features=str(tmp_path / "feats.npy"),
-                       tasks=str(tmp_path / "tasks.txt"), hits=2, hit_size=5, learner=None, quiet=True)
+    result = label.run(
+        str(tmp_path / "labels.csv"),
+        tmp_path / "out",
+        features=str(tmp_path / "feats.npy"),
+        tasks=str(tmp_path / "tasks.txt"),
+        hits=2,
+        hit_size=5,
+        learner=None,
+        quiet=True,
+    )
     tasks = result["frames"]["tasks.csv"].set_index("task")
     assert list(tasks.index) == ["a", "b", "c", "d"] and tasks.n_labels.tolist() == [2, 2, 0, 0]
     np.testing.assert_allclose(tasks.loc[["c", "d"], "prob"], 0.5, atol=1e-6)  # no label, no learner
@@ -366,8 +401,11 @@ GOOD = "task,worker,label\n1,a,cat\n1,b,dog\n2,a,cat\n3,b,dog\n"
 
 
 def test_error_missing_column(tmp_path):
-    _expect_error(tmp_path, r"labels.csv: missing column\(s\) \['label'\].*found \['task', 'worker', 'answer'\]",
-                  labels=("labels.csv", "task,worker,answer\n1,a,cat\n"))
+    _expect_error(
+        tmp_path,
+        r"labels.csv: missing column\(s\) \['label'\].*found \['task', 'worker', 'answer'\]",
+        labels=("labels.csv", "task,worker,answer\n1,a,cat\n"),
+    )
 
 
 def test_error_empty_file(tmp_path):
@@ -375,8 +413,9 @@ def test_error_empty_file(tmp_path):
 
 
 def test_error_header_only_file(tmp_path):
-    _expect_error(tmp_path, r"labels.csv: empty file; expected at least one row",
-                  labels=("labels.csv", "task,worker,label\n"))
+    _expect_error(
+        tmp_path, r"labels.csv: empty file; expected at least one row", labels=("labels.csv", "task,worker,label\n")
+    )
 
 
 def test_error_empty_value(tmp_path):
@@ -384,43 +423,67 @@ def test_error_empty_value(tmp_path):
 
 
 def test_error_worker_labels_a_task_twice(tmp_path):
-    _expect_error(tmp_path, r"labels.csv: worker 'a' labelled task '1' 2 times",
-                  labels=("labels.csv", GOOD + "1,a,dog\n"))
+    _expect_error(
+        tmp_path, r"labels.csv: worker 'a' labelled task '1' 2 times", labels=("labels.csv", GOOD + "1,a,dog\n")
+    )
 
 
 def test_error_label_outside_class_list(tmp_path):
-    _expect_error(tmp_path, r"labels.csv: column 'label' has 1 label\(s\) outside the class list, e.g. \['dog'\]",
-                  labels=("labels.csv", "task,worker,label\n1,a,cat\n2,a,dog\n1,b,bird\n"),
-                  classes=("classes.txt", "cat\nbird\n"))
+    _expect_error(
+        tmp_path,
+        r"labels.csv: column 'label' has 1 label\(s\) outside the class list, e.g. \['dog'\]",
+        labels=("labels.csv", "task,worker,label\n1,a,cat\n2,a,dog\n1,b,bird\n"),
+        classes=("classes.txt", "cat\nbird\n"),
+    )
 
 
 def test_error_features_missing_for_some_tasks(tmp_path):
     def npz(path):
         np.savez(path, tasks=np.array(["1", "2"]), features=np.ones((2, 4)))
 
-    _expect_error(tmp_path, r"feats.npz: 1 labelled task\(s\) have no feature row, e.g. \['3'\]",
-                  labels=("labels.csv", GOOD), features=("feats.npz", npz))
+    _expect_error(
+        tmp_path,
+        r"feats.npz: 1 labelled task\(s\) have no feature row, e.g. \['3'\]",
+        labels=("labels.csv", GOOD),
+        features=("feats.npz", npz),
+    )
 
 
 def test_error_npy_features_without_task_list(tmp_path):
-    _expect_error(tmp_path, r"feats.npy: a .npy feature file needs --tasks", labels=("labels.csv", GOOD),
-                  features=("feats.npy", lambda p: np.save(p, np.ones((3, 4)))))
+    _expect_error(
+        tmp_path,
+        r"feats.npy: a .npy feature file needs --tasks",
+        labels=("labels.csv", GOOD),
+        features=("feats.npy", lambda p: np.save(p, np.ones((3, 4)))),
+    )
 
 
 def test_error_feature_rows_and_task_list_disagree(tmp_path):
-    _expect_error(tmp_path, r"tasks.txt: expected one task per feature row of .*feats.npy \(3\), found 2",
-                  labels=("labels.csv", GOOD), features=("feats.npy", lambda p: np.save(p, np.ones((3, 4)))),
-                  tasks=("tasks.txt", "1\n2\n"))
+    _expect_error(
+        tmp_path,
+        r"tasks.txt: expected one task per feature row of .*feats.npy \(3\), found 2",
+        labels=("labels.csv", GOOD),
+        features=("feats.npy", lambda p: np.save(p, np.ones((3, 4)))),
+        tasks=("tasks.txt", "1\n2\n"),
+    )
 
 
 def test_error_unknown_gold_tasks(tmp_path):
-    _expect_error(tmp_path, r"gold.csv: 1 gold task\(s\) appear neither in the labels nor in the features.*'9'",
-                  labels=("labels.csv", GOOD), gold=("gold.csv", "task,label\n1,cat\n9,dog\n"))
+    _expect_error(
+        tmp_path,
+        r"gold.csv: 1 gold task\(s\) appear neither in the labels nor in the features.*'9'",
+        labels=("labels.csv", GOOD),
+        gold=("gold.csv", "task,label\n1,cat\n9,dog\n"),
+    )
 
 
 def test_error_gold_label_outside_class_list(tmp_path):
-    _expect_error(tmp_path, r"gold.csv: 1 gold label\(s\) outside the class list", labels=("labels.csv", GOOD),
-                  gold=("gold.csv", "task,label\n1,fish\n"))
+    _expect_error(
+        tmp_path,
+        r"gold.csv: 1 gold label\(s\) outside the class list",
+        labels=("labels.csv", GOOD),
+        gold=("gold.csv", "task,label\n1,fish\n"),
+    )
 
 
 def test_cli_reports_bad_input_with_exit_code_two(tmp_path, capsys):
@@ -448,8 +511,16 @@ def test_learner_prior_from_features_labels_unlabelled_tasks_and_helps(tmp_path)
     npz = tmp_path / "feats.npz"
     np.savez(npz, tasks=truth.index.to_numpy().astype(str), features=features)
     labelled.to_csv(tmp_path / "labels.csv", index=False)
-    result = label.run(str(tmp_path / "labels.csv"), tmp_path / "out", features=str(npz), model="reference",
-                       hits=2, hit_size=10, quiet=True, learner_epochs=100)
+    result = label.run(
+        str(tmp_path / "labels.csv"),
+        tmp_path / "out",
+        features=str(npz),
+        model="reference",
+        hits=2,
+        hit_size=10,
+        quiet=True,
+        learner_epochs=100,
+    )
     assert result["summary"]["learner"] and result["summary"]["tasks"] == 600
     batch = pd.read_csv(tmp_path / "out" / "next_batch.csv", dtype={"task": str})
     assert len(batch) > 0

@@ -63,7 +63,7 @@ def test_reference_loader_takes_items_then_prototypes_of_the_configured_classes(
     src = _rows_in_file(fs, feats)
     assert len(set(src.tolist())) == src.size  # items and prototypes are disjoint
     np.testing.assert_array_equal([wnids.index(line_wnids[r]) for r in src], fs.labels)
-    np.testing.assert_array_equal(np.bincount(fs.labels[fs.num_items:]), [3, 3, 3])
+    np.testing.assert_array_equal(np.bincount(fs.labels[fs.num_items :]), [3, 3, 3])
 
 
 @pytest.mark.parametrize("cap, per_class", [(4, 4), (None, PER_CLASS - 3), (0, PER_CLASS - 3), (100, PER_CLASS - 3)])
@@ -76,10 +76,11 @@ def test_reference_loader_caps_items_per_class(reference, cap, per_class):
 def test_reference_loader_is_seeded(reference):
     feat_path, list_path, _, _ = reference
     load = lambda seed: data_lib.load_features(  # noqa: E731
-        _spec(seed=seed, n_data_per_class=5, features=feat_path, image_list=list_path))
+        _spec(seed=seed, n_data_per_class=5, features=feat_path, image_list=list_path)
+    )
     a, b, c = load(0), load(0), load(1)
     np.testing.assert_array_equal(a.features, b.features)
-    assert not np.array_equal(a.features[a.num_items:], c.features[c.num_items:])
+    assert not np.array_equal(a.features[a.num_items :], c.features[c.num_items :])
 
 
 def test_reference_loader_without_wnids_takes_every_class_of_the_list(reference):
@@ -94,7 +95,7 @@ def test_reference_loader_adds_distraction_items_as_one_other_class(reference):
     fs = data_lib.load_features(_spec(n_data_distraction_per_class=d, features=feat_path, image_list=list_path))
     k = len(CLASSES)
     assert fs.class_names[-1] == data_lib.OTHER_CLASS and fs.num_classes == k + 1 and fs.wnids == CLASSES
-    items, protos = fs.labels[: fs.num_items], fs.labels[fs.num_items:]
+    items, protos = fs.labels[: fs.num_items], fs.labels[fs.num_items :]
     assert (items == k).sum() == k * d and (protos == k).sum() == d
     src = _rows_in_file(fs, feats)
     assert len(set(src.tolist())) == src.size
@@ -123,13 +124,14 @@ def test_npz_loader_keeps_given_prototypes_and_selects_configured_wnids(tmp_path
     feats, labels = rng.standard_normal((20, WIDTH)).astype(np.float32), np.arange(20) % 4
     pf, pl = rng.standard_normal((8, WIDTH)).astype(np.float32), np.arange(8) % 4
     path = tmp_path / "data.npz"
-    np.savez_compressed(path, features=feats, labels=labels, prototype_features=pf, prototype_labels=pl,
-                        wnids=np.array(wnids))
+    np.savez_compressed(
+        path, features=feats, labels=labels, prototype_features=pf, prototype_labels=pl, wnids=np.array(wnids)
+    )
     spec = data_lib.DataSpec(source="npz", features=str(path), wnids=(wnids[3], wnids[1]))
     fs = data_lib.load_features(spec)
     assert fs.wnids == [wnids[3], wnids[1]] and fs.num_items == 10 and fs.num_prototypes == 4
-    np.testing.assert_array_equal(fs.features[fs.num_items:], pf[np.isin(pl, [1, 3])])
-    np.testing.assert_array_equal(fs.labels[fs.num_items:], np.where(pl[np.isin(pl, [1, 3])] == 3, 0, 1))
+    np.testing.assert_array_equal(fs.features[fs.num_items :], pf[np.isin(pl, [1, 3])])
+    np.testing.assert_array_equal(fs.labels[fs.num_items :], np.where(pl[np.isin(pl, [1, 3])] == 3, 0, 1))
 
 
 def test_npz_uncompressed_members_are_memory_mapped(tmp_path):
@@ -149,8 +151,13 @@ def test_npy_loader_reads_labels_as_npy_or_text(tmp_path, kind):
         np.save(tmp_path / "labels.npy", labels)
     else:
         (tmp_path / "labels.txt").write_text("\n".join(map(str, labels)) + "\n\n")
-    spec = data_lib.DataSpec(source="npy", features=str(tmp_path / "f.npy"), labels=str(tmp_path / f"labels.{kind}"),
-                             wnids=tuple(CLASSES), n_prototype_per_class=4)
+    spec = data_lib.DataSpec(
+        source="npy",
+        features=str(tmp_path / "f.npy"),
+        labels=str(tmp_path / f"labels.{kind}"),
+        wnids=tuple(CLASSES),
+        n_prototype_per_class=4,
+    )
     fs = data_lib.load_features(spec)
     assert fs.num_items == 18 and fs.num_prototypes == 12 and fs.wnids == CLASSES
     np.testing.assert_array_equal(labels[_rows_in_file(fs, feats)], fs.labels)
@@ -185,17 +192,20 @@ def _break(tmp_path, reference, how):
     return spec
 
 
-@pytest.mark.parametrize("how, message", [
-    ("missing features", "does not exist"),
-    ("empty image list setting", "data.image_list is empty"),
-    ("row count", "rows but data.image_list"),
-    ("nan", "NaN or inf"),
-    ("malformed line", "line 4: expected 'wnid/file.JPEG label'"),
-    ("unknown wnid", "n00000042"),
-    ("too few images", "expected at least n_prototype_per_class + 1"),
-    ("distraction without enough others", "images of other wnids"),
-    ("not an array", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("missing features", "does not exist"),
+        ("empty image list setting", "data.image_list is empty"),
+        ("row count", "rows but data.image_list"),
+        ("nan", "NaN or inf"),
+        ("malformed line", "line 4: expected 'wnid/file.JPEG label'"),
+        ("unknown wnid", "n00000042"),
+        ("too few images", "expected at least n_prototype_per_class + 1"),
+        ("distraction without enough others", "images of other wnids"),
+        ("not an array", "cannot read"),
+    ],
+)
 def test_reference_loader_names_every_file_problem(tmp_path, reference, how, message):
     spec = _break(tmp_path, reference, how)
     with pytest.raises(ValueError, match=message.replace("+", r"\+").replace("(", r"\(")):
@@ -220,10 +230,12 @@ def test_npz_loader_names_every_field_problem(tmp_path):
     assert "integer labels" in _npz_error(tmp_path, features=f, labels=lab.astype(float))
     assert "2-D" in _npz_error(tmp_path, features=f[:, 0], labels=lab)
     assert "together" in _npz_error(tmp_path, features=f, labels=lab, prototype_features=f[:3])
-    assert "width D = 6" in _npz_error(tmp_path, features=f, labels=lab, prototype_features=f[:3, :2],
-                                       prototype_labels=lab[:3])
-    assert "class 2" in _npz_error(tmp_path, features=f, labels=np.where(lab == 2, 1, lab), class_names=np.array(
-        ["a", "b", "c"]))
+    assert "width D = 6" in _npz_error(
+        tmp_path, features=f, labels=lab, prototype_features=f[:3, :2], prototype_labels=lab[:3]
+    )
+    assert "class 2" in _npz_error(
+        tmp_path, features=f, labels=np.where(lab == 2, 1, lab), class_names=np.array(["a", "b", "c"])
+    )
     assert "inf" in _npz_error(tmp_path, features=np.where(np.arange(12)[:, None] == 7, np.inf, f), labels=lab)
 
 
@@ -239,8 +251,9 @@ def test_npy_loader_names_label_file_problems(tmp_path):
 
 def test_configured_class_list_must_match_unnamed_labels(tmp_path):
     np.savez(tmp_path / "a.npz", features=np.eye(12, WIDTH, dtype=np.float32), labels=np.arange(12) % 2)
-    spec = data_lib.DataSpec(source="npz", features=str(tmp_path / "a.npz"), wnids=tuple(CLASSES),
-                             n_prototype_per_class=2)
+    spec = data_lib.DataSpec(
+        source="npz", features=str(tmp_path / "a.npz"), wnids=tuple(CLASSES), n_prototype_per_class=2
+    )
     with pytest.raises(ValueError, match="file has 2 classes and no 'wnids'.*has 3"):
         data_lib.load_features(spec)
 
@@ -291,9 +304,12 @@ def test_reference_files_with_distraction_run_end_to_end(tmp_path):
     for i, w in enumerate(line_wnids):
         feats[i, min((CLASSES + OTHERS).index(w), len(CLASSES))] += 4.0
     np.save(feat_path, feats)
-    cfg = _reference_config(feat_path, list_path, n_data_distraction_per_class=3, **{"run.max_steps": 6,
-                            "run.chunk_steps": 6, "worker.type": "structured_noise",
-                            "learner.lr_ratio": 1e-2})
+    cfg = _reference_config(
+        feat_path,
+        list_path,
+        n_data_distraction_per_class=3,
+        **{"run.max_steps": 6, "run.chunk_steps": 6, "worker.type": "structured_noise", "learner.lr_ratio": 1e-2},
+    )
     problem = experiment.prepare(cfg)
     k = len(CLASSES)
     assert problem.static.num_classes == k + 1 and problem.static.num_items == k * 16 + k * 3
@@ -320,16 +336,28 @@ def test_standin_is_deterministic_per_seed(tmp_path):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(la, lb)
     assert not np.allclose(a, c)
-    spec = data_lib.DataSpec(wnids=tuple(CLASSES), n_data_per_class=10, n_prototype_per_class=4, feature_dim=16,
-                             seed=3, cache_dir=str(tmp_path))
+    spec = data_lib.DataSpec(
+        wnids=tuple(CLASSES),
+        n_data_per_class=10,
+        n_prototype_per_class=4,
+        feature_dim=16,
+        seed=3,
+        cache_dir=str(tmp_path),
+    )
     first, again = data_lib.load_features(spec), data_lib.load_features(spec)  # generated, then cached
     np.testing.assert_array_equal(first.features, again.features)
     assert len(list(tmp_path.iterdir())) == 2
 
 
 def test_standin_has_the_requested_counts(tmp_path):
-    spec = data_lib.DataSpec(experiment="imagenet_split_2", wnids=tuple(amt.experiment_wnids("imagenet_split_2")),
-                             n_data_per_class=7, n_prototype_per_class=3, feature_dim=16, cache_dir=str(tmp_path))
+    spec = data_lib.DataSpec(
+        experiment="imagenet_split_2",
+        wnids=tuple(amt.experiment_wnids("imagenet_split_2")),
+        n_data_per_class=7,
+        n_prototype_per_class=3,
+        feature_dim=16,
+        cache_dir=str(tmp_path),
+    )
     fs = data_lib.load_features(spec)
     k = len(spec.wnids)
     assert fs.num_items == 7 * k and fs.num_prototypes == 3 * k and fs.features.shape == (10 * k, 16)

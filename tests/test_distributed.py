@@ -15,7 +15,13 @@ import pytest
 from jaxanno import experiment, types
 from tests.test_launch import ROOT
 
-ARGS = ["--config=configs/test.py", "--num_seeds=3", "--config.sweep.prior_strength=(3.0,10.0)", "--noreport", "--quiet"]
+ARGS = [
+    "--config=configs/test.py",
+    "--num_seeds=3",
+    "--config.sweep.prior_strength=(3.0,10.0)",
+    "--noreport",
+    "--quiet",
+]
 
 
 def _run(workdir, extra=(), env_extra=None, wait=True):

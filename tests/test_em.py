@@ -41,7 +41,9 @@ def _em(static, params, workers, labels, prior, learner=None):
     log_learner = None if learner is None else jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8)
     counts0 = jnp.zeros((W, K, K), jnp.float32)
     log_prior = jnp.full((K,), -np.log(K), jnp.float32)
-    return ann, _run_em(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0), False)
+    return ann, _run_em(
+        static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0), False
+    )
 
 
 @pytest.mark.parametrize("block", [0, 7, 16])
@@ -52,7 +54,14 @@ def test_posterior_matches_numpy_reference(seed, block, params):
     learner = rng.dirichlet(np.ones(K), size=N)
     static = _static(item_block=block)
     ann = annotation_state(workers, labels, W)
-    got = em.posterior(static, params, ann, jnp.asarray(prior), jnp.full((K,), -np.log(K)), jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8))
+    got = em.posterior(
+        static,
+        params,
+        ann,
+        jnp.asarray(prior),
+        jnp.full((K,), -np.log(K)),
+        jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8),
+    )
     want = reference.softmax(reference.log_belief(prior, workers, labels, learner=learner))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(got).sum(-1), 1.0, rtol=1e-6)
@@ -94,12 +103,14 @@ def test_vmapped_em_freezes_converged_lanes_like_single_runs(params):
     static = _static(criterion="soft", max_em_steps=6)
     problems = [_problem(s, accuracy=a) for s, a in [(0, 0.95), (1, 0.4), (2, 0.7)]]
     singles = [_em(static, params, *p)[1] for p in problems]
-    anns = [annotation_state(w, l, W) for w, l, _ in problems]
+    anns = [annotation_state(wk, lb, W) for wk, lb, _ in problems]
     batched_ann = jax.tree.map(lambda *x: jnp.stack(x), *anns)
     priors = jnp.stack([jnp.asarray(p) for _, _, p in problems])
 
     def one(ann, prior):
-        return em.run_em(static, params, ann, prior, jnp.zeros((W, K, K)), jnp.full((K,), -np.log(K)), None, jax.random.key(0))
+        return em.run_em(
+            static, params, ann, prior, jnp.zeros((W, K, K)), jnp.full((K,), -np.log(K)), None, jax.random.key(0)
+        )
 
     batched = jax.jit(jax.vmap(one))(batched_ann, priors)
     assert len({int(s.iterations) for s in singles}) > 1, "the lanes should converge at different iterations"
@@ -164,7 +175,9 @@ def test_classic_mode_reproduces_crowdkit_posteriors(seed):
         labels[task, : len(grp)] = grp["label"].to_numpy()
     static = dataclasses.replace(
         tiny_static(num_items=n, num_workers=w, num_classes=k, max_annotations=a),
-        em=types.EMStatic(m_step="soft", criterion="elbo", class_prior="learned", init="majority_vote", max_em_steps=100),
+        em=types.EMStatic(
+            m_step="soft", criterion="elbo", class_prior="learned", init="majority_vote", max_em_steps=100
+        ),
     )
     params = types.make_params(prior_strength=0.0, log_epsilon=0.0, em_epsilon=1e-5)
     ann = annotation_state(workers, labels, w)
@@ -191,8 +204,16 @@ def test_blocked_e_pass_equals_whole_array_pass(params):
     outs = []
     for block in (0, 7):
         for m_step in ("hard", "soft"):
-            out = em.e_pass(_static(item_block=block), table, ann, log_prior, learner, m_step=m_step,
-                            salt=jnp.uint32(11), with_evidence=True)
+            out = em.e_pass(
+                _static(item_block=block),
+                table,
+                ann,
+                log_prior,
+                learner,
+                m_step=m_step,
+                salt=jnp.uint32(11),
+                with_evidence=True,
+            )
             outs.append(out)
     for whole, blocked in zip(outs[:2], outs[2:]):
         np.testing.assert_array_equal(whole.label_hat, blocked.label_hat)

@@ -14,14 +14,25 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 180 items, 12 labels a step, one step per chunk: ~45 chunks, a checkpoint after each.
-LONG = ["--config=configs/test.py", "--config.n_data_per_class=60", "--config.run.chunk_steps=1",
-        "--config.run.checkpoint_every=1", "--noreport"]
+LONG = [
+    "--config=configs/test.py",
+    "--config.n_data_per_class=60",
+    "--config.run.chunk_steps=1",
+    "--config.run.checkpoint_every=1",
+    "--noreport",
+]
 
 
 def _launch(args, workdir, **kw):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "launch.py", *args, f"--workdir={workdir}"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "launch.py", *args, f"--workdir={workdir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +69,13 @@ def test_bad_input_stops_before_any_output(tmp_path):
 
 def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrupted):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, "launch.py", *LONG, "--quiet", f"--workdir={tmp_path}"], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "launch.py", *LONG, "--quiet", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (tmp_path / "checkpoint.msgpack").exists() and time.time() < deadline:
         time.sleep(0.01)

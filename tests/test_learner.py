@@ -3,9 +3,6 @@ cross-validation folds, training-set rules, global early stop, MixMatch."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,8 +98,12 @@ def test_cross_validation_vmap_over_folds_equals_separate_fits():
     static = _static(calibrate="cv", cv_folds=3, prototype_as_val=False)
     params = types.make_params(lr_ratio=0.01)
     x, y = _blobs(96, 1.5, seed=4)
-    split = learner.Split(labels=y, train=jnp.arange(96) < 70, val=(jnp.arange(96) >= 70) & (jnp.arange(96) < 86),
-                          unlabelled=jnp.zeros(96, bool))
+    split = learner.Split(
+        labels=y,
+        train=jnp.arange(96) < 70,
+        val=(jnp.arange(96) >= 70) & (jnp.arange(96) < 86),
+        unlabelled=jnp.zeros(96, bool),
+    )
     key = jax.random.key(5)
     got = jax.jit(learner._cross_validated, static_argnums=0)(static, params, x, split, key)
     k_fold, k_fit = jax.random.split(key)
@@ -110,9 +111,12 @@ def test_cross_validation_vmap_over_folds_equals_separate_fits():
     rank = learner._group_rank(jnp.where(pool, y, K), jax.random.uniform(k_fold, (96,)))
     fold = rank % 3
     capacity = -(-96 // 3) + K
-    preds = [jax.jit(learner._fit_calibrate_predict, static_argnums=(0, 6))(
-        static, params, x, y, pool & (fold != f), pool & (fold == f), capacity, fk, split.unlabelled)
-        for f, fk in enumerate(jax.random.split(k_fit, 3))]
+    preds = [
+        jax.jit(learner._fit_calibrate_predict, static_argnums=(0, 6))(
+            static, params, x, y, pool & (fold != f), pool & (fold == f), capacity, fk, split.unlabelled
+        )
+        for f, fk in enumerate(jax.random.split(k_fit, 3))
+    ]
     np.testing.assert_allclose(got.probs, np.mean([p.probs for p in preds], 0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got.loss, np.mean([p.loss for p in preds]), rtol=1e-5)
     sizes = [int((pool & (fold == f)).sum()) for f in range(3)]
@@ -120,7 +124,9 @@ def test_cross_validation_vmap_over_folds_equals_separate_fits():
 
 
 def _split(static, params, post, annotated, seed=0):
-    labels = jnp.concatenate([jnp.argmax(post, -1).astype(jnp.int32), jnp.arange(static.num_prototypes, dtype=jnp.int32) % K])
+    labels = jnp.concatenate(
+        [jnp.argmax(post, -1).astype(jnp.int32), jnp.arange(static.num_prototypes, dtype=jnp.int32) % K]
+    )
     return learner.make_split(static, params, labels, annotated, 1 - post.max(-1), jax.random.key(seed))
 
 
@@ -161,7 +167,9 @@ def test_global_scope_keeps_the_best_model_ever():
     old = learner.init_state(static)
     fp = jax.jit(learner.fit_predict, static_argnums=0)
     unbeatable = old.replace(best_loss=jnp.float32(-1.0), probs=jnp.full((96, K), 0.25))
-    kept = fp(static, types.make_params(lr_ratio=0.01), x, post, protos, jnp.ones(80, bool), unbeatable, jax.random.key(0))
+    kept = fp(
+        static, types.make_params(lr_ratio=0.01), x, post, protos, jnp.ones(80, bool), unbeatable, jax.random.key(0)
+    )
     np.testing.assert_array_equal(kept.probs, unbeatable.probs)
     assert float(kept.best_loss) == -1.0 and np.isfinite(kept.last_loss)
     fresh = fp(static, types.make_params(lr_ratio=0.01), x, post, protos, jnp.ones(80, bool), old, jax.random.key(0))

@@ -12,8 +12,14 @@ import pytest
 from jaxanno import learner, sim, types
 from tests.conftest import tiny_dataset, tiny_static
 
-LEARNER = types.LearnerStatic(model=learner.MLP(num_classes=4, hidden_sizes=(8,)), batch_size=16, max_epochs=10,
-                              eval_every=5, semi_supervised="pseudolabel", early_stop_scope="global")
+LEARNER = types.LearnerStatic(
+    model=learner.MLP(num_classes=4, hidden_sizes=(8,)),
+    batch_size=16,
+    max_epochs=10,
+    eval_every=5,
+    semi_supervised="pseudolabel",
+    early_stop_scope="global",
+)
 _simulate = jax.jit(sim.simulate, static_argnums=(0, 4))
 
 
@@ -59,7 +65,9 @@ def test_no_nan_at_the_edges(worker_type, with_learner):
 def test_zero_prior_strength_with_majority_vote_start_recovers_perfect_labels():
     """Without a prior, EM must start from majority vote (from the prior it has no way to
     tell classes apart and may settle on a permutation, as any unanchored DS would)."""
-    static = dataclasses.replace(tiny_static(worker_type="perfect"), em=types.EMStatic(criterion="hard", init="majority_vote"))
+    static = dataclasses.replace(
+        tiny_static(worker_type="perfect"), em=types.EMStatic(criterion="hard", init="majority_vote")
+    )
     data = tiny_dataset(static)
     final, m = _simulate(static, types.make_params(prior_strength=0.0), data, jax.random.key(1), 30)
     labelled = np.asarray(final.annotations.item_count) > 0

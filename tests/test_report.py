@@ -40,15 +40,30 @@ def _write_workdir(path, curves_by_grid, settings=None, config=None, learner=Fal
         for seed, (xs, ys) in curves.items():
             point = settings.get(grid, {})
             for step, (x, y) in enumerate(zip(xs, ys)):
-                row = {"grid": grid, "seed": seed, **point, "step": step, "cost_per_item": x,
-                       "aggregate/all/top1": y, "aggregate/all/ece": 0.1 * (1 - y)}
+                row = {
+                    "grid": grid,
+                    "seed": seed,
+                    **point,
+                    "step": step,
+                    "cost_per_item": x,
+                    "aggregate/all/top1": y,
+                    "aggregate/all/ece": 0.1 * (1 - y),
+                }
                 if learner:
                     row.update({"learner/all/top1": y - 0.1, "learner/all/ece": 0.05 + 0.01 * seed})
                 rows.append(row)
-            run_rows.append({"grid": grid, "seed": seed, **point, "steps": len(xs) - 1,
-                             "stop_reason": "all_confident_or_full", "cost_per_item": xs[-1],
-                             "aggregate/all/top1": ys[-1],
-                             "early_stop_cost_per_item": fired.get((grid, seed), np.nan)})
+            run_rows.append(
+                {
+                    "grid": grid,
+                    "seed": seed,
+                    **point,
+                    "steps": len(xs) - 1,
+                    "stop_reason": "all_confident_or_full",
+                    "cost_per_item": xs[-1],
+                    "aggregate/all/top1": ys[-1],
+                    "early_stop_cost_per_item": fired.get((grid, seed), np.nan),
+                }
+            )
     pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
     pd.DataFrame(run_rows).to_csv(path / "runs.csv", index=False)
     if config is not None:
@@ -58,8 +73,13 @@ def _write_workdir(path, curves_by_grid, settings=None, config=None, learner=Fal
 
 @pytest.fixture
 def one_run(tmp_path):
-    return _write_workdir(tmp_path / "one", {0: CURVES}, config={"experiment": "exp", "method": "m"},
-                          learner=True, fired={(0, 0): 1.0, (0, 2): 1.4})
+    return _write_workdir(
+        tmp_path / "one",
+        {0: CURVES},
+        config={"experiment": "exp", "method": "m"},
+        learner=True,
+        fired={(0, 0): 1.0, (0, 2): 1.4},
+    )
 
 
 def test_x_at_target_interpolates_the_first_crossing():
@@ -77,8 +97,7 @@ def test_x_at_target_counts_a_float32_hit_as_reached():
 
 
 def test_seed_curve_keeps_the_last_value_at_a_repeated_cost():
-    rows = pd.DataFrame({"step": [2, 0, 1, 3], "cost_per_item": [0.5, 0.0, 0.5, 1.0],
-                         "m": [0.7, 0.1, 0.6, np.nan]})
+    rows = pd.DataFrame({"step": [2, 0, 1, 3], "cost_per_item": [0.5, 0.0, 0.5, 1.0], "m": [0.7, 0.1, 0.6, np.nan]})
     x, y = report.seed_curve(rows, "m")
     np.testing.assert_array_equal(x, [0.0, 0.5])
     np.testing.assert_array_equal(y, [0.1, 0.7])
@@ -164,9 +183,13 @@ def test_write_report_without_learner_drops_stale_learner_figures(one_run, tmp_p
 
 
 def test_write_report_shows_each_workdir_and_grid_point_separately(tmp_path):
-    sweep = _write_workdir(tmp_path / "sweep", {0: CURVES, 1: {0: CURVES[1], 1: CURVES[1]}},
-                           settings={0: {"risk_threshold": 0.05}, 1: {"risk_threshold": 0.1}},
-                           config={"experiment": "exp", "method": "efficient_annotation"}, learner=True)
+    sweep = _write_workdir(
+        tmp_path / "sweep",
+        {0: CURVES, 1: {0: CURVES[1], 1: CURVES[1]}},
+        settings={0: {"risk_threshold": 0.05}, 1: {"risk_threshold": 0.1}},
+        config={"experiment": "exp", "method": "efficient_annotation"},
+        learner=True,
+    )
     base = _write_workdir(tmp_path / "base", {0: CURVES}, config={"experiment": "exp", "method": "ds_model"})
     result = report.write_report([sweep, base], tmp_path / "rep")
     table = result["table"]
@@ -176,8 +199,11 @@ def test_write_report_shows_each_workdir_and_grid_point_separately(tmp_path):
     assert table["x@80_mean"].iloc[1] == pytest.approx(0.4)  # both seeds follow CURVES[1]
     runs = [report.load_run(sweep), report.load_run(base)]
     labels = [label for label, _ in report.curve_bands(runs, "aggregate/all/top1")]
-    assert labels == ["exp/efficient_annotation, risk_threshold=0.05 (3 seeds)",
-                      "exp/efficient_annotation, risk_threshold=0.1 (2 seeds)", "exp/ds_model (3 seeds)"]
+    assert labels == [
+        "exp/efficient_annotation, risk_threshold=0.05 (3 seeds)",
+        "exp/efficient_annotation, risk_threshold=0.1 (2 seeds)",
+        "exp/ds_model (3 seeds)",
+    ]
     learner = report.curve_bands(runs, "learner/all/top1")
     assert len(learner) == 2  # the ds_model run has no learner curve
     fig = report.plot_bands(report.curve_bands(runs, "aggregate/all/top1"), "top-1 accuracy (%)", "t")

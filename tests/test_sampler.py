@@ -19,8 +19,11 @@ N, A, W, K = 40, 3, 6, 4
 def _em_state(rng, n=N, k=K):
     post = rng.dirichlet(np.ones(k) * 0.5, size=n).astype(np.float32)
     return types.EMState(
-        counts=jnp.zeros((W, k, k)), log_class_prior=jnp.zeros(k), posterior=jnp.asarray(post),
-        risk=jnp.asarray(1 - post.max(-1)), iterations=jnp.int32(0),
+        counts=jnp.zeros((W, k, k)),
+        log_class_prior=jnp.zeros(k),
+        posterior=jnp.asarray(post),
+        risk=jnp.asarray(1 - post.max(-1)),
+        iterations=jnp.int32(0),
     )
 
 
@@ -85,7 +88,9 @@ def test_small_masked_hit_when_few_items_have_room():
     labels[[2, 7], 2] = -1
     ann = annotation_state(workers_, labels, W)
     rng = np.random.default_rng(0)
-    hits = _select_np(static, types.make_params(), ann, _em_state(rng, n=10), jnp.ones((W, K, K)), 1000, jax.random.key(0))
+    hits = _select_np(
+        static, types.make_params(), ann, _em_state(rng, n=10), jnp.ones((W, K, K)), 1000, jax.random.key(0)
+    )
     assert sorted(hits.items[0][hits.valid[0]].tolist()) == [2, 7]
     assert hits.valid[1].sum() == 0, "both items are full after the first HIT"
 
@@ -93,31 +98,49 @@ def test_small_masked_hit_when_few_items_have_room():
 def test_budget_caps_the_labels_of_a_step():
     static = tiny_static(num_items=N, num_workers=W, num_classes=K, hit_size=5, hits_per_step=3)
     ann = annotation_state(np.full((N, A), -1, np.int32), np.full((N, A), -1, np.int32), W)
-    hits = _select_np(static, types.make_params(), ann, _em_state(np.random.default_rng(1)), jnp.ones((W, K, K)), 7, jax.random.key(0))
+    hits = _select_np(
+        static, types.make_params(), ann, _em_state(np.random.default_rng(1)), jnp.ones((W, K, K)), 7, jax.random.key(0)
+    )
     assert hits.valid.sum() == 7
 
 
 def test_greedy_picks_the_best_available_worker_and_respects_the_cap():
     k = K
-    static = tiny_static(num_items=N, num_workers=W, num_classes=k, hit_size=5, hits_per_step=3, sampler="greedy_task_assignment")
+    static = tiny_static(
+        num_items=N, num_workers=W, num_classes=k, hit_size=5, hits_per_step=3, sampler="greedy_task_assignment"
+    )
     diag = np.array([0.9, 0.5, 0.95, 0.6, 0.99, 0.7])
     alpha = np.stack([np.full((k, k), (1 - d) / (k - 1)) + np.eye(k) * (d - (1 - d) / (k - 1)) for d in diag]) * 100
     worker_count = np.array([0, 0, 0, 0, 1998, 0], np.int32)  # worker 4 (best) has no room for 5 more
     ann = annotation_state(np.full((N, A), -1, np.int32), np.full((N, A), -1, np.int32), W)
     ann = ann.replace(worker_count=jnp.asarray(worker_count))
     em_state = _em_state(np.random.default_rng(2))
-    hits = _select_np(static, types.make_params(max_annotation_per_worker=2000), ann, em_state, jnp.asarray(alpha, jnp.float32), 1000, jax.random.key(0))
+    hits = _select_np(
+        static,
+        types.make_params(max_annotation_per_worker=2000),
+        ann,
+        em_state,
+        jnp.asarray(alpha, jnp.float32),
+        1000,
+        jax.random.key(0),
+    )
     assert hits.workers.tolist() == [2, 0, 5], "best available accuracy first, each worker once"
-    scores = sampler.worker_accuracy_on(em_state.posterior[hits.items[0]], jnp.ones(5, bool), jnp.asarray(alpha, jnp.float32))
+    scores = sampler.worker_accuracy_on(
+        em_state.posterior[hits.items[0]], jnp.ones(5, bool), jnp.asarray(alpha, jnp.float32)
+    )
     assert int(np.argmax(np.where(np.arange(W) == 4, -1, np.asarray(scores)))) == 2
 
 
 def test_greedy_issues_nothing_when_every_worker_is_full():
-    static = tiny_static(num_items=N, num_workers=W, num_classes=K, hit_size=5, hits_per_step=2, sampler="greedy_task_assignment")
+    static = tiny_static(
+        num_items=N, num_workers=W, num_classes=K, hit_size=5, hits_per_step=2, sampler="greedy_task_assignment"
+    )
     ann = annotation_state(np.full((N, A), -1, np.int32), np.full((N, A), -1, np.int32), W)
     ann = ann.replace(worker_count=jnp.full((W,), 18, jnp.int32))
     params = types.make_params(max_annotation_per_worker=20)
-    hits = _select_np(static, params, ann, _em_state(np.random.default_rng(3)), jnp.ones((W, K, K)), 1000, jax.random.key(0))
+    hits = _select_np(
+        static, params, ann, _em_state(np.random.default_rng(3)), jnp.ones((W, K, K)), 1000, jax.random.key(0)
+    )
     assert hits.valid.sum() == 0
     assert bool(sampler.no_worker_left(static, params, ann))
 
@@ -127,13 +150,17 @@ def test_early_stopper_matches_reference(seed):
     rng = np.random.default_rng(seed)
     static = tiny_static(num_items=100, hit_size=10, hits_per_step=100)  # window = max(5000 // 1000, 5) = 5
     steps = 40
-    confident = np.maximum.accumulate(rng.integers(0, 30, steps)) - rng.integers(0, 3, steps) * (rng.random(steps) < 0.5)
+    confident = np.maximum.accumulate(rng.integers(0, 30, steps)) - rng.integers(0, 3, steps) * (
+        rng.random(steps) < 0.5
+    )
     costs = np.arange(steps) * 7
     want = reference.early_stopper(confident.tolist(), costs.tolist(), 100, sampler.early_stopper_window(static))
     stopper = sampler.init_stopper()
     got = None
     for t in range(steps):
-        stopper, fires = sampler.update_stopper(static, stopper, jnp.int32(confident[t]), jnp.int32(costs[t]), jnp.int32(t))
+        stopper, fires = sampler.update_stopper(
+            static, stopper, jnp.int32(confident[t]), jnp.int32(costs[t]), jnp.int32(t)
+        )
         if bool(fires) and got is None:
             got = t
     assert got == want
@@ -146,9 +173,16 @@ def test_all_finished_means_confident_or_full(params):
     em_state = _em_state(rng, n=4)
     risk = jnp.asarray([0.05, 0.5, 0.02, 0.9])
     count = jnp.asarray([0, 3, 1, 3], jnp.int32)
-    state = types.SimState(step=jnp.int32(1), done=jnp.bool_(False), stop_reason=jnp.int32(0), workers=None,
-                           annotations=types.AnnotationState(worker=None, label=None, item_count=count, worker_count=None),
-                           em=dataclasses.replace(em_state, risk=risk), learner=None, stopper=None)
+    state = types.SimState(
+        step=jnp.int32(1),
+        done=jnp.bool_(False),
+        stop_reason=jnp.int32(0),
+        workers=None,
+        annotations=types.AnnotationState(worker=None, label=None, item_count=count, worker_count=None),
+        em=dataclasses.replace(em_state, risk=risk),
+        learner=None,
+        stopper=None,
+    )
     assert bool(sampler.all_finished(static, params, state))
     state = state.replace(annotations=state.annotations.replace(item_count=count.at[1].set(2)))
     assert not bool(sampler.all_finished(static, params, state))

@@ -17,13 +17,18 @@ from tests.conftest import tiny_dataset, tiny_static
 STEPS = 10
 
 LEARNER = types.LearnerStatic(
-    model=learner.MLP(num_classes=4, hidden_sizes=(8,)), batch_size=16, max_epochs=20, eval_every=5,
-    semi_supervised="pseudolabel", early_stop_scope="global",
+    model=learner.MLP(num_classes=4, hidden_sizes=(8,)),
+    batch_size=16,
+    max_epochs=20,
+    eval_every=5,
+    semi_supervised="pseudolabel",
+    early_stop_scope="global",
 )
 
 
-LEAN = dataclasses.replace(LEARNER, calibrate="cv", cv_folds=2, prototype_as_val=False, semi_supervised="none",
-                           early_stop_scope="local")
+LEAN = dataclasses.replace(
+    LEARNER, calibrate="cv", cv_folds=2, prototype_as_val=False, semi_supervised="none", early_stop_scope="local"
+)
 METHODS = {"ds_model": None, "efficient_annotation": LEARNER, "lean": LEAN}
 
 
@@ -50,7 +55,8 @@ def test_vmap_over_seeds_equals_a_loop_of_single_runs(setup, params):
     static, data = setup
     keys = jax.random.split(jax.random.key(0), 3)
     batched = jax.jit(jax.vmap(sim.simulate, in_axes=(None, None, None, 0, None)), static_argnums=(0, 4))(
-        static, params, data, keys, STEPS)
+        static, params, data, keys, STEPS
+    )
     looped = jax.tree.map(lambda *x: jnp.stack(x), *[_simulate(static, params, data, k, STEPS) for k in keys])
     for got, want in zip(_ints(batched), _ints(looped)):
         np.testing.assert_array_equal(got, want)
@@ -111,8 +117,14 @@ def test_run_ends_confident_or_full_and_stays_frozen(params):
 
 def test_em_is_at_least_as_good_as_majority_vote_on_the_same_labels():
     """Outcome check: on the labels a run collected, DS beats or ties MV and is > 85%."""
-    static = tiny_static(num_items=120, worker_type="uniform", prior_type="predefined_homegeneous", hit_size=20,
-                         hits_per_step=3, em=types.EMStatic(criterion="hard"))
+    static = tiny_static(
+        num_items=120,
+        worker_type="uniform",
+        prior_type="predefined_homegeneous",
+        hit_size=20,
+        hits_per_step=3,
+        em=types.EMStatic(criterion="hard"),
+    )
     params = types.make_params(reliability_mean=0.8, reliability_std=0.2, risk_threshold=0.01, prior_strength=1.0)
     data = tiny_dataset(static)
     truth = np.asarray(data.labels[: static.num_items])
@@ -133,4 +145,8 @@ def test_learner_at_step_zero_trains_on_half_the_prototypes(params):
     state, m = jax.jit(sim.online_step, static_argnums=0)(static, params, data, state, jax.random.key(0))
     assert int(m.cost) == 0
     assert float(m.learner.all.top1) > 0.9, "well separated blobs are learnt from 2 prototypes per class"
-    np.testing.assert_allclose(state.em.posterior, state.learner.probs[: static.num_items] / state.learner.probs[: static.num_items].sum(-1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(
+        state.em.posterior,
+        state.learner.probs[: static.num_items] / state.learner.probs[: static.num_items].sum(-1, keepdims=True),
+        atol=1e-5,
+    )

@@ -50,8 +50,12 @@ def test_real_workers_match_numpy_construction(kind):
     got = workers.sample_confusion(_static(kind, len(ANIMAL)), types.make_params(), crowd, key)
     picked = _picked_indices(arrays, key)
     want = reference.real_worker_matrix(
-        arrays["group_totals"].astype(np.float64), arrays["worker_counts"].astype(np.float64), picked,
-        arrays["class_group"], 0.03, diagonal_only=(kind == "uniform_noise"),
+        arrays["group_totals"].astype(np.float64),
+        arrays["worker_counts"].astype(np.float64),
+        picked,
+        arrays["class_group"],
+        0.03,
+        diagonal_only=(kind == "uniform_noise"),
     )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -105,7 +109,9 @@ def test_priors_match_reference(kind):
     own = np.random.default_rng(0).dirichlet(np.ones(k), size=(8, k)).astype(np.float32)
     got = np.asarray(workers.prior_alpha(static, params, crowd, jnp.asarray(own)))
     for j in (0, 5):
-        want = reference.prior(kind, arrays["global_counts"].astype(np.float64), own[j].astype(np.float64), 7.0, 3.0, 2.0)
+        want = reference.prior(
+            kind, arrays["global_counts"].astype(np.float64), own[j].astype(np.float64), 7.0, 3.0, 2.0
+        )
         np.testing.assert_allclose(got[j], want, rtol=1e-5, atol=1e-5)
 
 

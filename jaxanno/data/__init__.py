@@ -8,7 +8,6 @@ the simulator consumes, adding the real-crowd counts of its classes.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -25,9 +24,9 @@ class DataSpec:
     """Where the features come from and which items to label (plain values, no config)."""
 
     source: str = "standin"  # 'standin', 'reference', 'npz' or 'npy'
-    experiment: Optional[str] = None
-    wnids: Tuple[str, ...] = ()
-    n_data_per_class: Optional[int] = None
+    experiment: str | None = None
+    wnids: tuple[str, ...] = ()
+    n_data_per_class: int | None = None
     n_prototype_per_class: int = 10
     n_data_distraction_per_class: int = 0
     feature_dim: int = 128
@@ -45,8 +44,8 @@ class FeatureSet:
     features: np.ndarray  # (M, D) float32, possibly memory-mapped
     labels: np.ndarray  # (M,) int32
     num_items: int  # N: rows [0, N) are items, [N, M) prototypes
-    class_names: List[str]  # K names; the 'other' class last when present
-    wnids: Optional[List[str]]  # ImageNet wnids of the classes (real-crowd data), or None
+    class_names: list[str]  # K names; the 'other' class last when present
+    wnids: list[str] | None  # ImageNet wnids of the classes (real-crowd data), or None
     description: str
 
     @property
@@ -75,18 +74,28 @@ def _standin(spec: DataSpec) -> FeatureSet:
         )
     wnids = list(spec.wnids)
     features, labels, n = standin.load(
-        spec.experiment, wnids, spec.n_data_per_class, spec.n_prototype_per_class,
-        spec.feature_dim, spec.seed, spec.cache_dir,
+        spec.experiment,
+        wnids,
+        spec.n_data_per_class,
+        spec.n_prototype_per_class,
+        spec.feature_dim,
+        spec.seed,
+        spec.cache_dir,
     )
     names = amt.class_names()
     return FeatureSet(
-        features=features, labels=labels, num_items=n,
-        class_names=[names.get(w.lower(), w) for w in wnids], wnids=wnids,
-        description=f"stand-in features (not ImageNet) for {spec.experiment or 'custom classes'}, width {spec.feature_dim}",
+        features=features,
+        labels=labels,
+        num_items=n,
+        class_names=[names.get(w.lower(), w) for w in wnids],
+        wnids=wnids,
+        description=(
+            f"stand-in features (not ImageNet) for {spec.experiment or 'custom classes'}, width {spec.feature_dim}"
+        ),
     )
 
 
-def crowd_stats(wnids: Optional[List[str]], num_classes: int, with_other: bool, needed: bool) -> types.CrowdStats:
+def crowd_stats(wnids: list[str] | None, num_classes: int, with_other: bool, needed: bool) -> types.CrowdStats:
     """Real-crowd counts of the classes; zero-size arrays when unavailable and unneeded.
 
     Raises:
@@ -124,7 +133,8 @@ def make_dataset(
     wnids = None if fs.wnids is None else list(fs.wnids)
     crowd = crowd_stats(wnids, fs.num_classes, with_other, needed)
     data = types.Dataset(
-        features=np.asarray(fs.features, np.float32), labels=np.asarray(fs.labels, np.int32),
+        features=np.asarray(fs.features, np.float32),
+        labels=np.asarray(fs.labels, np.int32),
         crowd=jax.device_get(crowd),
     )
     return data if host else jax.device_put(data)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from importlib import resources
-from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -28,39 +28,39 @@ def _read_text(name: str) -> str:
     return resources.files("jaxanno.data").joinpath("amt").joinpath(name).read_text()
 
 
-@functools.lru_cache(maxsize=None)
-def experiments() -> Dict[str, dict]:
+@functools.cache
+def experiments() -> dict[str, dict]:
     """Experiment name -> settings (wnids, n_classes, n_data_per_class, online, ...)."""
     return json.loads(_read_text("experiments.json"))
 
 
-@functools.lru_cache(maxsize=None)
-def groups() -> Tuple[Tuple[str, ...], ...]:
+@functools.cache
+def groups() -> tuple[tuple[str, ...], ...]:
     """The wnids of each real-worker group, in file order."""
     blocks = [b.split() for b in _read_text("groups.txt").strip().split("\n\n")]
     return tuple(tuple(b) for b in blocks if b)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _worker_file() -> dict:
     return json.loads(_read_text("group_workers.json"))
 
 
-@functools.lru_cache(maxsize=None)
-def imagenet100() -> Tuple[str, ...]:
+@functools.cache
+def imagenet100() -> tuple[str, ...]:
     """The 100 wnids in the column order of the count matrices."""
     return tuple(w.lower() for w in _worker_file()["imagenet100"])
 
 
-@functools.lru_cache(maxsize=None)
-def class_names() -> Dict[str, str]:
+@functools.cache
+def class_names() -> dict[str, str]:
     """wnid -> human-readable ImageNet name for the 100 classes."""
     f = _worker_file()
     return dict(zip(imagenet100(), f["imagenet100_name"]))
 
 
-@functools.lru_cache(maxsize=None)
-def worker_counts() -> Tuple[np.ndarray, ...]:
+@functools.cache
+def worker_counts() -> tuple[np.ndarray, ...]:
     """Per group, a (workers, 100, 100) float64 array of real label counts."""
     gw = _worker_file()["group_workers"]
     return tuple(np.asarray(gw[k], np.float64) for k in sorted(gw, key=int))
@@ -108,7 +108,7 @@ def class_groups(wnids: Sequence[str], with_other: bool = False) -> np.ndarray:
     return np.array(ids, np.int32)
 
 
-def crowd_arrays(wnids: Sequence[str], with_other: bool = False) -> Dict[str, np.ndarray]:
+def crowd_arrays(wnids: Sequence[str], with_other: bool = False) -> dict[str, np.ndarray]:
     """The real-crowd counts of an experiment, ready for `types.CrowdStats`.
 
     Returns float32/int32/bool numpy arrays: ``group_totals`` (G, K, K), ``worker_counts``
@@ -134,7 +134,7 @@ def crowd_arrays(wnids: Sequence[str], with_other: bool = False) -> Dict[str, np
     )
 
 
-def empty_crowd_arrays(num_classes: int) -> Dict[str, np.ndarray]:
+def empty_crowd_arrays(num_classes: int) -> dict[str, np.ndarray]:
     """Zero-size crowd arrays for simulations that use no real workers."""
     k = num_classes
     return dict(
@@ -146,7 +146,7 @@ def empty_crowd_arrays(num_classes: int) -> Dict[str, np.ndarray]:
     )
 
 
-def experiment_wnids(name: str) -> List[str]:
+def experiment_wnids(name: str) -> list[str]:
     """The class list of a named experiment."""
     exps = experiments()
     if name not in exps:

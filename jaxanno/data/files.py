@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from jaxanno.data import amt
 _GATHER_ROWS = 16384  # rows converted per block: bounds the float32 temporaries
 
 
-def load(spec: "data_lib.DataSpec") -> "data_lib.FeatureSet":
+def load(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     """The items and prototypes of `spec` from a user's files (see the module docstring).
 
     Returns:
@@ -88,7 +88,7 @@ def _check_features(array: np.ndarray, where: str) -> None:
         raise ValueError(f"{where}: expected numeric features, found dtype {array.dtype}")
 
 
-def _check_labels(labels: np.ndarray, where: str, rows: int, num_classes: Optional[int]) -> np.ndarray:
+def _check_labels(labels: np.ndarray, where: str, rows: int, num_classes: int | None) -> np.ndarray:
     """(rows,) int64 labels in [0, num_classes), or a ValueError saying what is wrong."""
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
@@ -113,8 +113,11 @@ def _check_labels(labels: np.ndarray, where: str, rows: int, num_classes: Option
 
 
 def gather(
-    source: np.ndarray, rows: np.ndarray, where: str, row_names: Optional[Sequence[str]] = None,
-    out: Optional[np.ndarray] = None,
+    source: np.ndarray,
+    rows: np.ndarray,
+    where: str,
+    row_names: Sequence[str] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(len(rows), D) float32 copy of `source[rows]`, read once in blocks; rejects NaN/inf.
 
@@ -138,16 +141,21 @@ def gather(
     return out
 
 
-def _n_items(spec: "data_lib.DataSpec") -> Optional[int]:
+def _n_items(spec: data_lib.DataSpec) -> int | None:
     """Items per class: None means all (n_data_per_class None or <= 0)."""
     n = spec.n_data_per_class
     return None if n is None or n <= 0 else int(n)
 
 
 def split_rows(
-    labels: np.ndarray, num_classes: int, n_proto: int, n_items: Optional[int], rng: np.random.Generator,
-    where: str, class_names: Sequence[str],
-) -> Tuple[np.ndarray, np.ndarray]:
+    labels: np.ndarray,
+    num_classes: int,
+    n_proto: int,
+    n_items: int | None,
+    rng: np.random.Generator,
+    where: str,
+    class_names: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray]:
     """(item rows, prototype rows), grouped by class, disjoint.
 
     For every class, first `n_proto` prototypes are drawn, then up to `n_items` items from
@@ -170,20 +178,24 @@ def split_rows(
     return np.concatenate(items), np.concatenate(protos)
 
 
-def _names_of(wnids: Sequence[str]) -> List[str]:
+def _names_of(wnids: Sequence[str]) -> list[str]:
     """Human-readable names of wnids (the wnid itself when unknown)."""
     names = amt.class_names()
     return [names.get(w.lower(), w) for w in wnids]
 
 
-def _feature_set(features, labels, num_items, class_names, wnids, description) -> "data_lib.FeatureSet":
+def _feature_set(features, labels, num_items, class_names, wnids, description) -> data_lib.FeatureSet:
     return data_lib.FeatureSet(
-        features=features, labels=np.asarray(labels, np.int32), num_items=int(num_items),
-        class_names=list(class_names), wnids=None if wnids is None else list(wnids), description=description,
+        features=features,
+        labels=np.asarray(labels, np.int32),
+        num_items=int(num_items),
+        class_names=list(class_names),
+        wnids=None if wnids is None else list(wnids),
+        description=description,
     )
 
 
-def read_image_list(path: str) -> Tuple[List[str], List[str]]:
+def read_image_list(path: str) -> tuple[list[str], list[str]]:
     """(image paths, their wnids), one per line of a reference image list.
 
     Lines are ``wnid/file.JPEG label``; trailing blank lines are ignored, any other blank
@@ -198,9 +210,7 @@ def read_image_list(path: str) -> Tuple[List[str], List[str]]:
         token = line.split()[0] if line.strip() else ""
         wnid, slash, _ = token.partition("/")
         if not slash or not wnid:
-            raise ValueError(
-                f"data.image_list {path!r} line {number}: expected 'wnid/file.JPEG label', found {line!r}"
-            )
+            raise ValueError(f"data.image_list {path!r} line {number}: expected 'wnid/file.JPEG label', found {line!r}")
         paths.append(token)
         wnids.append(wnid)
     if not paths:
@@ -208,7 +218,7 @@ def read_image_list(path: str) -> Tuple[List[str], List[str]]:
     return paths, wnids
 
 
-def _class_list(spec: "data_lib.DataSpec", line_wnids: List[str], list_path: str) -> List[str]:
+def _class_list(spec: data_lib.DataSpec, line_wnids: list[str], list_path: str) -> list[str]:
     """The experiment's wnids (all of the list's when none are configured), checked."""
     present = dict.fromkeys(line_wnids)
     wnids = list(spec.wnids) or list(present)
@@ -224,7 +234,7 @@ def _class_list(spec: "data_lib.DataSpec", line_wnids: List[str], list_path: str
     return wnids
 
 
-def _reference(spec: "data_lib.DataSpec") -> "data_lib.FeatureSet":
+def _reference(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     """The paper's format: a features .npy aligned with an image list."""
     list_path = _require_file(spec.image_list, "image_list", "the image list ('wnid/file.JPEG label' lines)")
     feat_path = _require_file(spec.features, "features", "the (lines, D) .npy of image embeddings")
@@ -243,21 +253,26 @@ def _reference(spec: "data_lib.DataSpec") -> "data_lib.FeatureSet":
     labels = np.array([index.get(w, other) for w in line_wnids], np.int64)
     rng = np.random.default_rng(spec.seed)
     names = _names_of(wnids)
-    items, protos = split_rows(labels, k, spec.n_prototype_per_class, _n_items(spec), rng,
-                               f"data.image_list {list_path!r}", names)
+    items, protos = split_rows(
+        labels, k, spec.n_prototype_per_class, _n_items(spec), rng, f"data.image_list {list_path!r}", names
+    )
     if spec.n_data_distraction_per_class > 0:
         items, protos = _add_distraction(spec, labels == k, items, protos, k, rng, list_path)
         names = names + [data_lib.OTHER_CLASS]
     rows = np.concatenate([items, protos])
     features = gather(source, rows, f"data.features {feat_path!r}", paths)
     return _feature_set(
-        features, labels[rows], items.size, names, wnids,
+        features,
+        labels[rows],
+        items.size,
+        names,
+        wnids,
         f"reference features {feat_path} with {list_path}: {items.size} items, {protos.size} prototypes, "
         f"{len(names)} classes",
     )
 
 
-def _add_distraction(spec, is_other, items, protos, k, rng, list_path) -> Tuple[np.ndarray, np.ndarray]:
+def _add_distraction(spec, is_other, items, protos, k, rng, list_path) -> tuple[np.ndarray, np.ndarray]:
     """Append K * d distraction items and d distraction prototypes (class K, 'other')."""
     d = spec.n_data_distraction_per_class
     pool = np.flatnonzero(is_other)
@@ -288,7 +303,7 @@ def _npz_member(path: str, archive: zipfile.ZipFile, name: str) -> np.ndarray:
         return np.lib.format.read_array(member, allow_pickle=False)
 
 
-def read_npz(path: str) -> Dict[str, np.ndarray]:
+def read_npz(path: str) -> dict[str, np.ndarray]:
     """The arrays of an .npz (large stored members memory-mapped), errors naming the file."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -298,7 +313,7 @@ def read_npz(path: str) -> Dict[str, np.ndarray]:
         raise ValueError(f"data.features: cannot read {path!r} as an .npz archive ({err})") from None
 
 
-def _strings(arrays: Dict[str, np.ndarray], field: str, where: str) -> Optional[List[str]]:
+def _strings(arrays: dict[str, np.ndarray], field: str, where: str) -> list[str] | None:
     """An optional 1-D array of strings from an .npz."""
     if field not in arrays:
         return None
@@ -310,7 +325,7 @@ def _strings(arrays: Dict[str, np.ndarray], field: str, where: str) -> Optional[
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values.tolist()]
 
 
-def _npz(spec: "data_lib.DataSpec") -> "data_lib.FeatureSet":
+def _npz(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     """A generic .npz: features, labels, optional prototypes and class names / wnids."""
     path = _require_file(spec.features, "features", "an .npz with 'features' and 'labels'")
     where = f"data.features {path!r}"
@@ -325,8 +340,17 @@ def _npz(spec: "data_lib.DataSpec") -> "data_lib.FeatureSet":
             f"{'prototype_features' if has_pf else 'prototype_labels'}"
         )
     prototypes = (arrays["prototype_features"], arrays["prototype_labels"]) if has_pf else None
-    return _generic(spec, arrays["features"], arrays["labels"], prototypes, _strings(arrays, "class_names", where),
-                    _strings(arrays, "wnids", where), where, f"{where} field 'features'", f"{where} field 'labels'")
+    return _generic(
+        spec,
+        arrays["features"],
+        arrays["labels"],
+        prototypes,
+        _strings(arrays, "class_names", where),
+        _strings(arrays, "wnids", where),
+        where,
+        f"{where} field 'features'",
+        f"{where} field 'labels'",
+    )
 
 
 def read_label_file(path: str) -> np.ndarray:
@@ -346,14 +370,15 @@ def read_label_file(path: str) -> np.ndarray:
     return labels
 
 
-def _npy(spec: "data_lib.DataSpec") -> "data_lib.FeatureSet":
+def _npy(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     """A features .npy plus a labels file."""
     feat_path = _require_file(spec.features, "features", "the (N, D) .npy of features")
     label_path = _require_file(spec.labels, "labels", "the labels (.npy, or text with one integer per line)")
     labels = read_label_file(label_path)
     where = f"data.features {feat_path!r}"
-    return _generic(spec, _open_npy(feat_path, "features"), labels, None, None, None, where, where,
-                    f"data.labels {label_path!r}")
+    return _generic(
+        spec, _open_npy(feat_path, "features"), labels, None, None, None, where, where, f"data.labels {label_path!r}"
+    )
 
 
 def _generic(spec, features, labels, prototypes, class_names, file_wnids, where, feature_where, label_where):
@@ -366,8 +391,10 @@ def _generic(spec, features, labels, prototypes, class_names, file_wnids, where,
         pf, pl = prototypes
         _check_features(pf, f"{where} field 'prototype_features'")
         if pf.shape[1] != features.shape[1]:
-            raise ValueError(f"{where} field 'prototype_features': expected width D = {features.shape[1]} like "
-                             f"'features', found {pf.shape[1]}")
+            raise ValueError(
+                f"{where} field 'prototype_features': expected width D = {features.shape[1]} like "
+                f"'features', found {pf.shape[1]}"
+            )
         prototypes = (pf, _check_labels(np.asarray(pl), f"{where} field 'prototype_labels'", pf.shape[0], k))
     labels, prototypes, wnids, k = _select_classes(spec, labels, prototypes, file_wnids, k, where)
     if class_names is None or file_wnids is not None:
@@ -407,7 +434,7 @@ def _select_classes(spec, labels, prototypes, file_wnids, k, where):
     return labels, prototypes, wanted, len(wanted)
 
 
-def _assemble(spec, features, labels, prototypes, class_names, wnids, k, where) -> "data_lib.FeatureSet":
+def _assemble(spec, features, labels, prototypes, class_names, wnids, k, where) -> data_lib.FeatureSet:
     """Draw (or take) the prototypes, cap the items, gather the rows once."""
     rng = np.random.default_rng(spec.seed)
     n_items = _n_items(spec)
@@ -415,25 +442,39 @@ def _assemble(spec, features, labels, prototypes, class_names, wnids, k, where) 
         items, protos = split_rows(labels, k, spec.n_prototype_per_class, n_items, rng, where, class_names)
         rows = np.concatenate([items, protos])
         out = gather(features, rows, where)
-        return _feature_set(out, labels[rows], items.size, class_names, wnids,
-                            f"{where}: {items.size} items, {protos.size} prototypes drawn from them, {k} classes")
+        return _feature_set(
+            out,
+            labels[rows],
+            items.size,
+            class_names,
+            wnids,
+            f"{where}: {items.size} items, {protos.size} prototypes drawn from them, {k} classes",
+        )
     pf, pl = prototypes
     keep = pl >= 0
     missing = sorted(set(range(k)) - set(pl[keep].tolist()))
     if missing:
-        raise ValueError(f"{where} field 'prototype_labels': expected at least one prototype per class, found none "
-                         f"for classes {missing[:10]}")
+        raise ValueError(
+            f"{where} field 'prototype_labels': expected at least one prototype per class, found none "
+            f"for classes {missing[:10]}"
+        )
     items = np.concatenate([_cap(np.flatnonzero(labels == c), n_items, rng) for c in range(k)])
     if items.size == 0:
         raise ValueError(f"{where} field 'labels': expected items of the selected classes, found none")
     proto_rows = np.flatnonzero(keep)
     out = np.empty((items.size + proto_rows.size, features.shape[1]), np.float32)
     gather(features, items, where, out=out[: items.size])
-    gather(pf, proto_rows, f"{where} field 'prototype_features'", out=out[items.size:])
-    return _feature_set(out, np.concatenate([labels[items], pl[proto_rows]]), items.size, class_names, wnids,
-                        f"{where}: {items.size} items, {proto_rows.size} given prototypes, {k} classes")
+    gather(pf, proto_rows, f"{where} field 'prototype_features'", out=out[items.size :])
+    return _feature_set(
+        out,
+        np.concatenate([labels[items], pl[proto_rows]]),
+        items.size,
+        class_names,
+        wnids,
+        f"{where}: {items.size} items, {proto_rows.size} given prototypes, {k} classes",
+    )
 
 
-def _cap(rows: np.ndarray, n: Optional[int], rng: np.random.Generator) -> np.ndarray:
+def _cap(rows: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
     """At most n of `rows` (a seeded subset, in file order), all when n is None."""
     return rows if n is None or rows.size <= n else np.sort(rng.choice(rows, n, replace=False))

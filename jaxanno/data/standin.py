@@ -33,7 +33,8 @@ import hashlib
 import os
 import pathlib
 import zlib
-from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,7 +46,7 @@ TAIL_DOF = 3.0  # Student-t degrees of freedom of the noise (inf: Gaussian)
 
 # Paper image counts (Table 1): images to label per experiment. Splits 3 and 5 are not in
 # the paper's table; they get the same per-class count as its other splits (1290).
-PAPER_ITEM_COUNTS: Dict[str, int] = {
+PAPER_ITEM_COUNTS: dict[str, int] = {
     "imagenet_split_0": 22704,  # Dog
     "imagenet_split_1": 23220,  # Vertebrate
     "imagenet_split_2": 16770,  # Insect + Fungus
@@ -68,7 +69,7 @@ DEFAULT_PER_CLASS = 1290
 # standin_calibration_search_*.log). Width 128 searched on a 2-core CPU (jax 0.10.2),
 # width 2048 on an H200 (jax 0.11.2, float32 matmuls at full precision). The figures over
 # 3 draws x 2 fits: benchmarks/results/standin_calibration.md.
-CALIBRATION: Dict[Tuple[str, int], Tuple[float, float]] = {
+CALIBRATION: dict[tuple[str, int], tuple[float, float]] = {
     ("imagenet_split_0", 128): (0.4015, 0.4391),
     ("imagenet_split_1", 128): (0.2752, 0.2697),
     ("imagenet_split_2", 128): (0.2776, 0.2668),
@@ -90,7 +91,7 @@ DEFAULT_NOISE = (0.45, 0.45)
 _CHUNK_ROWS = 8192  # rows drawn per block: bounds the temporaries at width 2048 to ~64 MB
 
 
-def class_counts(experiment: Optional[str], num_classes: int, cap: Optional[int]) -> np.ndarray:
+def class_counts(experiment: str | None, num_classes: int, cap: int | None) -> np.ndarray:
     """(K,) items per class: the paper's total spread evenly, capped at `cap` per class."""
     total = PAPER_ITEM_COUNTS.get(experiment or "", DEFAULT_PER_CLASS * num_classes)
     counts = np.full(num_classes, total // num_classes)
@@ -124,7 +125,7 @@ def class_means(gram: np.ndarray) -> np.ndarray:
     return vecs * np.sqrt(np.clip(vals, 0.0, None))
 
 
-def noise_levels(experiment: Optional[str], width: int) -> Tuple[float, float]:
+def noise_levels(experiment: str | None, width: int) -> tuple[float, float]:
     """Calibrated (signal_std, nuisance_std) for an experiment and width."""
     if (experiment, width) in CALIBRATION:
         return CALIBRATION[(experiment, width)]
@@ -163,7 +164,7 @@ def draw(wnids: Sequence[str], per_class: np.ndarray, n_prototype_per_class: int
     return Draw(labels.astype(np.int32), int(np.sum(per_class)), means, basis, rng)
 
 
-def noise_blocks(d: Draw) -> Iterator[Tuple[int, int, np.ndarray]]:
+def noise_blocks(d: Draw) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, stop, z) blocks of unit noise rows, z ~ lambda * N(0, I_D).
 
     lambda^2 = (nu - 2) / chi2_nu per row (nu = `TAIL_DOF`), so rows follow a Student-t with
@@ -190,9 +191,9 @@ def generate(
     n_prototype_per_class: int,
     width: int,
     seed: int,
-    noise: Tuple[float, float],
-    out: Optional[np.ndarray] = None,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    noise: tuple[float, float],
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw a stand-in set.
 
     Row r is ``(mu_y + (s - u) * z U^T) U + u * z`` with z the unit noise of
@@ -224,14 +225,14 @@ def cache_dir(path: str = "") -> pathlib.Path:
 
 
 def load(
-    experiment: Optional[str],
+    experiment: str | None,
     wnids: Sequence[str],
-    n_data_per_class: Optional[int],
+    n_data_per_class: int | None,
     n_prototype_per_class: int,
     width: int,
     seed: int,
     cache: str = "",
-) -> Tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, int]:
     """The (cached) stand-in set of an experiment.
 
     Returns:
