@@ -40,8 +40,9 @@ REFERENCE = types.EMStatic(m_step="hard", criterion="soft", class_prior="uniform
 
 
 # ---------------------------------------------------------------- workloads
-def rte_workload() -> dict[str, Any]:
-    df = pd.read_csv(f"{common.ROOT}/tests/data/rte_labels.csv")
+def real_workload(name: str = "rte") -> dict[str, Any]:
+    """A real crowdsourced set of tests/data ('rte' or 'bluebirds') as fixed slots."""
+    df = pd.read_csv(f"{common.ROOT}/tests/data/{name}_labels.csv")
     tasks, task_idx = np.unique(df["task"].to_numpy(), return_inverse=True)
     workers, worker_idx = np.unique(df["worker"].astype(str).to_numpy(), return_inverse=True)
     labels = df["label"].to_numpy().astype(np.int32)
@@ -52,7 +53,7 @@ def rte_workload() -> dict[str, Any]:
     w_arr[task_idx, slot] = worker_idx
     l_arr[task_idx, slot] = labels
     return dict(
-        name="rte",
+        name=name,
         frame=df,
         workers=w_arr,
         labels=l_arr,
@@ -238,10 +239,14 @@ def bench_crowdkit(w, full: bool) -> dict[str, Any]:
     return row
 
 
-def _wall(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def _wall(fn, budget_s: float = 3.0, max_runs: int = 7) -> float:
+    """Median wall time of `fn()` over up to `max_runs` runs within about `budget_s`."""
+    times, start = [], time.perf_counter()
+    while len(times) < max_runs and (not times or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 # ---------------------------------------------------------------- main
@@ -260,7 +265,7 @@ def main() -> None:
     print(common.env_lines(env))
     rows: list[dict[str, Any]] = []
     for size in args.sizes.split(","):
-        w = rte_workload() if size == "rte" else synthetic_workload(size)
+        w = real_workload(size) if size in ("rte", "bluebirds") else synthetic_workload(size)
         base: dict[str, Any] = {}
         if args.crowdkit:
             base.update(bench_crowdkit(w, args.full and w["num_items"] <= args.full_crowdkit_max_items))

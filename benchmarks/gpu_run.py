@@ -70,11 +70,11 @@ def em_floor(tiny: bool) -> list:
     return rows
 
 
-def _problem(seeds: int, tiny: bool) -> experiment.Problem:
+def _problem(seeds: int, tiny: bool, width: int = 2048) -> experiment.Problem:
     cfg = config.apply_preset_names(config.default_config(), "imagenet_100_classes,efficient_annotation")
     cfg.run.num_seeds = seeds
     cfg.run.chunk_steps = 8
-    cfg.data.feature_dim = 2048
+    cfg.data.feature_dim = width
     cfg.online.budget = 125689  # to 1 label per image
     if tiny:
         cfg = config.apply_preset_names(cfg, "imagenet_split_1")
@@ -86,9 +86,10 @@ def _problem(seeds: int, tiny: bool) -> experiment.Problem:
     return experiment.prepare(cfg)
 
 
-def full_run(seeds: int, clock: CompileClock, tiny: bool, max_chunks: int = 0) -> dict[str, Any]:
+def full_run(seeds: int, clock: CompileClock, tiny: bool, max_chunks: int = 0, width: int = 2048) -> dict[str, Any]:
+    """A run of `_problem` to one label per image: wall time with and without compilation."""
     t0 = time.perf_counter()
-    problem = _problem(seeds, tiny)
+    problem = _problem(seeds, tiny, width)
     t_prepare = time.perf_counter() - t0
     clock.take()
     chunk_times = []

@@ -80,3 +80,28 @@ def test_from_dict_round_trips_a_resolved_config():
     r = config.resolve(_cfg(**{"sweep.prior_strength": (1.0, 10.0)}))
     back = config.from_dict(config.to_dict(r))
     assert config.to_dict(back) == config.to_dict(r)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("jaxanno.data.amt", fromlist=["x"]).experiments()))
+def test_every_experiment_runs_with_its_stand_in(name, tmp_path):
+    """Each experiment prepares with its own classes and stand-in (small counts: no compile)."""
+    cfg = config.apply_preset_names(config.default_config(), f"{name},efficient_annotation")
+    cfg.n_data_per_class, cfg.data.cache_dir = 4, str(tmp_path)
+    problem = experiment.prepare(cfg)
+    k = len(cfg.wnids.split()) if cfg.wnids else len(config.resolve(cfg).wnids.split())
+    assert problem.static.num_classes == k
+    assert problem.static.num_items == 4 * k and problem.static.num_prototypes == 10 * k
+    assert problem.static.learner is not None and problem.static.feature_dim == 128
+
+
+def test_a_user_flax_module_plugs_in_by_config():
+    cfg = test_config.get_config("efficient_annotation")
+    cfg.learner.module = "tests.custom_model:TwoLayerGelu"
+    static = experiment.prepare(cfg).static
+    from tests.custom_model import TwoLayerGelu
+
+    assert isinstance(static.learner.model, TwoLayerGelu) and static.learner.model.num_classes == 3
+    bad = test_config.get_config("efficient_annotation")
+    bad.learner.module = "tests.custom_model:Nope"
+    with pytest.raises(config.ConfigError, match="learner.module"):
+        experiment.prepare(bad)
