@@ -117,8 +117,8 @@ def first_argmax(scores: jax.Array) -> jax.Array:
     return jnp.minimum(first, k - 1)
 
 
-def _hash32(x: jax.Array) -> jax.Array:
-    """A cheap uint32 mixing function (lowbias32)."""
+def hash32(x: jax.Array) -> jax.Array:
+    """A cheap uint32 mixing function (lowbias32), for in-kernel pseudo-random priorities."""
     x = x ^ (x >> 16)
     x = x * jnp.uint32(0x7FEB352D)
     x = x ^ (x >> 15)
@@ -136,7 +136,7 @@ def tie_broken_argmax(scores: jax.Array, salt: jax.Array, rows: jax.Array | None
     """
     n, k = scores.shape
     cell = jnp.arange(n, dtype=jnp.uint32)[:, None] * jnp.uint32(k) + jnp.arange(k, dtype=jnp.uint32)
-    priority = _hash32(_hash32(cell ^ salt) + salt)
+    priority = hash32(hash32(cell ^ salt) + salt)
     is_max = scores >= scores.max(-1, keepdims=True)
     best = jnp.where(is_max, priority, jnp.uint32(0xFFFFFFFF)).min(-1, keepdims=True)
     winner = jnp.where(is_max & (priority == best), jnp.arange(k, dtype=jnp.int32), k).min(-1)

@@ -34,26 +34,50 @@ class Hits(NamedTuple):
     valid: jax.Array  # (H, B) bool, lanes that carry a label
 
 
+MAX_THRESHOLD_STEPS = 102  # risks lie in [0, 1]: at most 1 / 0.01 + 1 lowerings ever matter
+CANDIDATES_PER_SLOT = 4  # expected candidates per HIT lane before the final draw (see `_pick_items`)
+
+
 def lowered_threshold(risk: jax.Array, room: jax.Array, threshold: jax.Array, hit_size: int) -> jax.Array:
     """The reference's threshold after lowering it by 0.01 until `hit_size` items qualify.
 
-    Closed form: with r the `hit_size`-th largest risk among items with room, the result is
-    threshold - 0.01 m for the least m >= 0 with that value below r; -inf when fewer than
-    `hit_size` items have room (every item with room qualifies: a masked HIT).
+    Closed form without sorting: an item with room first qualifies after
+    m_i = max(0, floor((threshold - risk_i) / 0.01) + 1) lowerings; a histogram of m_i
+    gives the least m with `hit_size` qualifying items, and the result is
+    threshold - 0.01 m. It is -inf when fewer than `hit_size` items have room (every item
+    with room qualifies: a masked HIT).
     """
-    kth = jax.lax.top_k(jnp.where(room, risk, -jnp.inf), hit_size)[0][-1]
-    steps = jnp.maximum(0.0, jnp.floor((threshold - kth) / THRESHOLD_STEP) + 1.0)
-    lowered = threshold - THRESHOLD_STEP * steps
-    return jnp.where(jnp.isfinite(kth), lowered, -jnp.inf)
+    steps = jnp.floor((threshold - risk) / THRESHOLD_STEP).astype(jnp.int32) + 1
+    steps = jnp.clip(steps, 0, MAX_THRESHOLD_STEPS)
+    counts = jnp.cumsum(jax.ops.segment_sum(room.astype(jnp.int32), steps, MAX_THRESHOLD_STEPS + 1))
+    enough = counts >= hit_size
+    lowered = threshold - THRESHOLD_STEP * jnp.argmax(enough).astype(jnp.float32)
+    return jnp.where(enough[-1], lowered, -jnp.inf)
 
 
 def _pick_items(risk, item_count, threshold, static: Static, key):
-    """(B,) items of one HIT drawn uniformly from the eligible ones, and lane validity."""
+    """(B,) items of one HIT drawn uniformly from the eligible ones, and lane validity.
+
+    Every item gets a hashed random priority and the B eligible items with the smallest
+    win: a uniform draw without replacement. Sorting all N priorities for that (top_k over
+    N) costs a full sort on a CPU, so only a random candidate subset is compacted first:
+    each eligible item enters with probability min(1, 4B / #eligible), and the candidates
+    hold the B smallest priorities unless fewer than B of them (or more than the 8B slots)
+    are drawn, which for B = 40 has a probability below 1e-19.
+    """
+    n, b = risk.shape[0], static.hit_size
     room = item_count < static.max_annotations
-    eligible = room & (risk > lowered_threshold(risk, room, threshold, static.hit_size))
-    score = jnp.where(eligible, jax.random.gumbel(key, risk.shape), -jnp.inf)
-    top, items = jax.lax.top_k(score, static.hit_size)
-    return items.astype(jnp.int32), jnp.isfinite(top)
+    eligible = room & (risk > lowered_threshold(risk, room, threshold, b))
+    salt = jax.random.bits(key, (), jnp.uint32)
+    priority = (em.hash32(jnp.arange(n, dtype=jnp.uint32) ^ salt) >> 1).astype(jnp.int32)  # uniform in [0, 2^31)
+    keep = jnp.minimum(1.0, CANDIDATES_PER_SLOT * b / jnp.maximum(eligible.sum(), 1).astype(jnp.float32))
+    candidates = eligible & (priority.astype(jnp.float32) < keep * 2.0**31)
+    rows = jnp.nonzero(candidates, size=2 * CANDIDATES_PER_SLOT * b, fill_value=n)[0]
+    none = jnp.iinfo(jnp.int32).max
+    cand_priority = jnp.where(rows < n, priority[jnp.minimum(rows, n - 1)], none)
+    neg_best, order = jax.lax.top_k(-cand_priority, b)
+    items = jnp.minimum(rows[order], n - 1).astype(jnp.int32)
+    return items, -neg_best < none
 
 
 def worker_accuracy_on(belief: jax.Array, valid: jax.Array, alpha: jax.Array) -> jax.Array:

@@ -196,3 +196,23 @@ def test_worker_accuracy_is_belief_weighted_diagonal():
     diag = np.diagonal(np.asarray(em.confusion(alpha)), axis1=1, axis2=2)
     want = (np.asarray(belief)[[0, 1, 3]] @ diag.T).mean(0)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_hit_items_are_a_uniform_draw_of_the_eligible_items():
+    """200 of 300 items eligible, HITs of 10: candidates are subsampled (4B < 200), yet
+    every eligible item is drawn equally often and nothing else is."""
+    n, b = 300, 10
+    static = tiny_static(num_items=n, num_workers=W, num_classes=K, hit_size=b, hits_per_step=1)
+    risk = jnp.asarray(np.where(np.arange(n) % 3 == 0, 0.01, 0.5), jnp.float32)  # 100 confident items
+    count = jnp.zeros(n, jnp.int32)
+    draw = jax.jit(jax.vmap(lambda k: sampler._pick_items(risk, count, jnp.float32(0.1), static, k)))
+    items, valid = draw(jax.random.split(jax.random.key(0), 600))
+    assert bool(valid.all())
+    for row in np.asarray(items):
+        assert len(set(row.tolist())) == b
+    freq = np.bincount(np.asarray(items).ravel(), minlength=n)
+    eligible = np.arange(n) % 3 != 0
+    assert freq[~eligible].sum() == 0
+    expected = 600 * b / eligible.sum()  # 30 per item, std about 5.3
+    assert abs(freq[eligible].mean() - expected) < 1e-9
+    assert freq[eligible].std() < 8 and freq[eligible].min() > expected - 25 and freq[eligible].max() < expected + 25
