@@ -115,26 +115,27 @@ def test_run_ends_confident_or_full_and_stays_frozen(params):
     assert (count <= 3).all()
 
 
-def test_em_is_at_least_as_good_as_majority_vote_on_the_same_labels():
-    """Outcome check: on the labels a run collected, DS beats or ties MV and is > 85%."""
+def test_em_beats_majority_vote_on_the_same_labels():
+    """Outcome check: with workers of very unequal skill (reliability 0.7 +- 0.3), the DS
+    posterior on the labels a run collected beats majority vote on the same labels."""
     static = tiny_static(
-        num_items=120,
+        num_items=300,
         worker_type="uniform",
         prior_type="predefined_homegeneous",
         hit_size=20,
         hits_per_step=3,
         em=types.EMStatic(criterion="hard"),
     )
-    params = types.make_params(reliability_mean=0.8, reliability_std=0.2, risk_threshold=0.01, prior_strength=1.0)
+    params = types.make_params(reliability_mean=0.7, reliability_std=0.3, risk_threshold=0.01, prior_strength=1.0)
     data = tiny_dataset(static)
     truth = np.asarray(data.labels[: static.num_items])
     ds, mv = [], []
-    for seed in range(3):
+    for seed in range(4):
         final, _ = _simulate(static, params, data, jax.random.key(seed), 20)
         ds.append((np.asarray(final.em.posterior).argmax(-1) == truth).mean())
         mv.append((np.asarray(em.majority_vote(final.annotations, 4)).argmax(-1) == truth).mean())
-    assert all(d >= m for d, m in zip(ds, mv)), (ds, mv)
-    assert np.mean(ds) > 0.85
+    assert np.mean(ds) >= np.mean(mv) + 0.02, (ds, mv)
+    assert all(d >= m - 0.01 for d, m in zip(ds, mv)), (ds, mv)
 
 
 def test_learner_at_step_zero_trains_on_half_the_prototypes(params):
