@@ -345,49 +345,6 @@ class SolveResult(NamedTuple):
     history: jax.Array  # (n_iter,) f32 convergence statistic per iteration, NaN after the last
 
 
-def _clamp(posterior: jax.Array, gold: jax.Array) -> jax.Array:
-    """(N, K) posterior with gold items (gold >= 0) set to their one-hot label."""
-    onehot = jax.nn.one_hot(gold, posterior.shape[-1], dtype=posterior.dtype)
-    return jnp.where((gold >= 0)[:, None], onehot, posterior)
-
-
-def _m_step(static: Static, annotations: AnnotationState, log_b, posterior, gold, salt) -> jax.Array:
-    """(W, K, K) counts: expected (soft) or of the tie-broken argmax (hard, the reference)."""
-    w, k = static.num_workers, static.num_classes
-    if static.em.m_step == "soft":
-        return em.soft_counts(annotations, posterior, w, k)
-    hat = jnp.where(gold >= 0, gold, em.tie_broken_argmax(log_b, salt))
-    return em.hard_counts(annotations, hat, w, k)
-
-
-def _statistic(static, params, annotations, label_hat, posterior, alpha, log_class_prior) -> jax.Array:
-    if static.em.criterion == "elbo":
-        return em.elbo(static, params, annotations, posterior, alpha, log_class_prior)
-    return em.mean_label_likelihood(annotations, label_hat, alpha)
-
-
-def _converged(static, params, stat, prev_stat, label_hat, prev_hat) -> jax.Array:
-    """The stopping rule of `em.run_em`, for each criterion."""
-    if static.em.criterion == "hard":
-        return jnp.all(label_hat == prev_hat)
-    if static.em.criterion == "elbo":
-        return stat - prev_stat < params.em_epsilon
-    return jnp.abs(stat - prev_stat) < params.em_epsilon
-
-
-def _start(static: Static, annotations: AnnotationState, gold: jax.Array, key: jax.Array):
-    """Counts, log class prior and posterior EM starts from (zero counts or majority vote)."""
-    k = static.num_classes
-    mv = _clamp(em.majority_vote(annotations, k), gold)
-    log_prior = jnp.full((k,), -jnp.log(k), jnp.float32)
-    if static.em.init != "majority_vote":
-        return jnp.zeros((static.num_workers, k, k), jnp.float32), log_prior, mv
-    if static.em.class_prior == "learned":
-        log_prior = em.learned_class_prior(mv, annotations.valid.any(-1))
-    salt = jax.random.bits(key, (), jnp.uint32)
-    return _m_step(static, annotations, jnp.log(mv), mv, gold, salt), log_prior, mv
-
-
 def solve(
     static: Static,
     params: Params,
@@ -397,14 +354,12 @@ def solve(
     gold: jax.Array,
     key: jax.Array,
 ) -> SolveResult:
-    """EM to convergence with `em`'s E-step, M-steps and stopping rules, early exit included.
+    """EM to convergence: `em.initial_counts` then `em.run_em`, gold items clamped.
 
-    The iteration is `em.run_em`'s (same E/M order, statistic and freezing point: the
-    counts of the converging iteration are kept), plus what a one-off fit needs: the
-    posterior of the last E-step, gold items clamped to their label in every E-step (as
-    crowd-kit's ``true_labels``), and a ``while_loop`` that stops at convergence. The loop
-    is never vmapped or differentiated, so stopping early costs nothing and saves the
-    iterations `run_em`'s fixed scan would spend frozen.
+    Everything is the simulator's EM (same E/M order, statistics and stopping rules, early
+    exit); a one-off fit also keeps the posterior of the last E-step (what crowd-kit
+    reports), the statistic of every iteration, and clamps gold items to their label in
+    every E-step (as crowd-kit's ``true_labels``).
 
     Args:
       annotations: (N, A) slots; prior_alpha: (W, K, K) pseudo-counts (strength applied).
@@ -415,41 +370,15 @@ def solve(
       `SolveResult`; with no label at all, 0 iterations and the majority-vote start.
     """
     k = static.num_classes
-    codes, valid = em.slot_codes(annotations, k), annotations.valid
-    annotated = valid.any(-1)
-    learned = static.em.class_prior == "learned"
-    n_iter = static.em.max_em_steps
     k_init, k_iter = jax.random.split(key)
-    counts, log_prior, post = _start(static, annotations, gold, k_init)
-
-    def body(carry):
-        i, counts, log_prior, _, prev_stat, prev_hat, _, history = carry
-        table = em.likelihood_table(prior_alpha + counts, params.log_epsilon)
-        log_b = em.log_belief(table, codes, valid, log_prior, log_learner)
-        post = _clamp(jax.nn.softmax(log_b, -1), gold)
-        label_hat = jnp.where(gold >= 0, gold, jnp.argmax(log_b, -1)).astype(jnp.int32)
-        new_prior = em.learned_class_prior(post, annotated) if learned else log_prior
-        salt = jax.random.bits(jax.random.fold_in(k_iter, i), (), jnp.uint32)
-        new_counts = _m_step(static, annotations, log_b, post, gold, salt)
-        stat = _statistic(static, params, annotations, label_hat, post, prior_alpha + new_counts, new_prior)
-        done = (i > 0) & _converged(static, params, stat, prev_stat, label_hat, prev_hat)
-        return i + 1, new_counts, new_prior, post, stat, label_hat, done, history.at[i].set(stat)
-
-    def cond(carry):
-        return (carry[0] < n_iter) & ~carry[6]
-
-    start = (
-        jnp.int32(0),
-        counts,
-        log_prior,
-        post,
-        jnp.float32(0),
-        jnp.zeros(static.num_items, jnp.int32),
-        ~valid.any(),
-        jnp.full((n_iter,), jnp.nan, jnp.float32),
-    )
-    i, counts, log_prior, post, _, _, _, history = jax.lax.while_loop(cond, body, start)
-    return SolveResult(counts=counts, log_class_prior=log_prior, posterior=post, iterations=i, history=history)
+    zero = jnp.zeros((static.num_workers, k, k), jnp.float32)
+    uniform = jnp.full((k,), -jnp.log(k), jnp.float32)
+    counts, log_prior = em.initial_counts(static, annotations, zero, uniform, k_init, gold=gold)
+    start = em.clamp_to_gold(em.majority_vote(annotations, k), gold)
+    res = em.run_em(static, params, annotations, prior_alpha, counts, log_prior, log_learner, k_iter, gold=gold,
+                    start_posterior=start)  # fmt: skip
+    return SolveResult(counts=res.counts, log_class_prior=res.log_class_prior, posterior=res.posterior,
+                       iterations=res.iterations, history=res.history)  # fmt: skip
 
 
 def final_posterior(
@@ -462,7 +391,7 @@ def final_posterior(
     gold: jax.Array,
 ) -> jax.Array:
     """(N, K) a fresh E-step with the final counts (`em.posterior`), gold items clamped."""
-    return _clamp(em.posterior(static, params, annotations, alpha, log_class_prior, log_learner), gold)
+    return em.posterior(static, params, annotations, alpha, log_class_prior, log_learner, gold)
 
 
 def _fit_learner(static, params, features, posterior, prototype_labels, train_items, state, key) -> LearnerState:

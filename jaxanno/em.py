@@ -45,6 +45,8 @@ class EMResult(NamedTuple):
     log_class_prior: jax.Array  # (K,) f32
     iterations: jax.Array  # () i32, E-steps run
     trace: EMTrace | None
+    posterior: jax.Array | None = None  # (N, K) of the last E-step (with `start_posterior`)
+    history: jax.Array | None = None  # (max_em_steps,) statistic per iteration, NaN after the last
 
 
 def confusion(alpha: jax.Array) -> jax.Array:
@@ -226,13 +228,30 @@ def elbo(
     return ((q * joint).sum() + entropy) / jnp.maximum(valid.sum(), 1)
 
 
+def clamp_to_gold(posterior: jax.Array, gold: jax.Array | None) -> jax.Array:
+    """(N, K) posterior with gold items (gold >= 0) set to their one-hot label."""
+    if gold is None:
+        return posterior
+    onehot = jax.nn.one_hot(gold, posterior.shape[-1], dtype=posterior.dtype)
+    return jnp.where((gold >= 0)[:, None], onehot, posterior)
+
+
+def _gold_or(gold: jax.Array | None, labels: jax.Array) -> jax.Array:
+    return labels if gold is None else jnp.where(gold >= 0, gold, labels).astype(jnp.int32)
+
+
 def _m_step(
-    static: Static, annotations: AnnotationState, log_b: jax.Array, posterior: jax.Array, salt: jax.Array
+    static: Static,
+    annotations: AnnotationState,
+    log_b: jax.Array,
+    posterior: jax.Array,
+    salt: jax.Array,
+    gold: jax.Array | None = None,
 ) -> jax.Array:
     w, k = static.num_workers, static.num_classes
     if static.em.m_step == "soft":
         return soft_counts(annotations, posterior, w, k)
-    return hard_counts(annotations, tie_broken_argmax(log_b, salt), w, k)
+    return hard_counts(annotations, _gold_or(gold, tie_broken_argmax(log_b, salt)), w, k)
 
 
 def _statistic(
@@ -264,15 +283,20 @@ def initial_counts(
     previous_counts: jax.Array,
     log_class_prior: jax.Array,
     key: jax.Array,
+    gold: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Counts and log class prior EM starts from: zero (reference), warm, or majority vote."""
+    """Counts and log class prior EM starts from: zero (reference), warm, or majority vote.
+
+    Args:
+      gold: (N,) i32 known classes (-1 when unknown), clamped in the majority-vote start.
+    """
     w, k = static.num_workers, static.num_classes
     if static.em.init == "majority_vote":
-        mv = majority_vote(annotations, k)
+        mv = clamp_to_gold(majority_vote(annotations, k), gold)
         if static.em.class_prior == "learned":
             log_class_prior = learned_class_prior(mv, _annotated(annotations))
         salt = jax.random.bits(key, (), jnp.uint32)
-        return _m_step(static, annotations, jnp.log(mv), mv, salt), log_class_prior
+        return _m_step(static, annotations, jnp.log(mv), mv, salt, gold), log_class_prior
     if static.em.warm_start:
         return previous_counts, log_class_prior
     return jnp.zeros((w, k, k), jnp.float32), log_class_prior
@@ -304,6 +328,7 @@ def e_pass(
     salt: jax.Array | None = None,
     with_posterior: bool = True,
     with_evidence: bool = False,
+    gold: jax.Array | None = None,
 ) -> EPass:
     """The E-step over all items (and, with `m_step`, the M-step's counts) in one pass.
 
@@ -315,6 +340,8 @@ def e_pass(
     Args:
       table: (W * K, K) `likelihood_table`; log_class_prior: (K,); log_learner: (N, K) or None.
       m_step: None, 'hard' (counts of the tie-broken arg-max, seeded by `salt`) or 'soft'.
+      gold: (N,) i32 known classes (-1 when unknown): those items' posterior is one-hot
+        and their label fixed in every E-step (crowd-kit's ``true_labels``).
     """
     n, k, w = static.num_items, static.num_classes, static.num_workers
     block = _block_size(static, n)
@@ -327,11 +354,12 @@ def e_pass(
         codes = jnp.where(valid, worker * k + label, 0)
         learner_rows = None if log_learner is None else cut(log_learner)
         lb = log_belief(table, codes, valid, log_class_prior, learner_rows)
-        post = jax.nn.softmax(lb, -1)
+        gold_rows = None if gold is None else cut(gold)
+        post = clamp_to_gold(jax.nn.softmax(lb, -1), gold_rows)
         annotated = valid.any(-1)
         post_sum = post_sum + jnp.where(annotated[:, None], post, 0.0).sum(0)
         if m_step == "hard":
-            y_hat = tie_broken_argmax(lb, salt, start + jnp.arange(size))
+            y_hat = _gold_or(gold_rows, tie_broken_argmax(lb, salt, start + jnp.arange(size)))
             counts = _add_hard_counts(counts, worker, label, valid, y_hat, w, k)
         elif m_step == "soft":
             counts = _add_soft_counts(counts, worker, label, valid, post, w, k)
@@ -340,7 +368,8 @@ def e_pass(
             prior_only = log_class_prior if learner_rows is None else log_class_prior + learner_rows
             prior_only = jnp.broadcast_to(prior_only, lb.shape)
             evidence = jnp.where(annotated, jax.nn.logsumexp(lb, -1) - jax.nn.logsumexp(prior_only, -1), 0.0)
-        return put(post_buf, post), put(hat_buf, first_argmax(lb)), put(ev_buf, evidence), counts, post_sum
+        label_hat = _gold_or(gold_rows, first_argmax(lb))
+        return put(post_buf, post), put(hat_buf, label_hat), put(ev_buf, evidence), counts, post_sum
 
     counts0 = None
     if m_step == "hard":
@@ -390,12 +419,14 @@ def em_step(
     salt: jax.Array,
     with_posterior: bool = True,
     with_evidence: bool = False,
+    gold: jax.Array | None = None,
 ) -> EMStep:
     """One EM iteration: the E-step with pseudo-counts prior + `counts`, then the M-step.
 
     Args:
       salt: () uint32 seed of the hard M-step's random tie-breaks.
       with_posterior / with_evidence: also return the (N, K) posterior / (N,) evidence.
+      gold: (N,) i32 known classes (-1 when unknown), clamped (see `e_pass`).
     """
     table = likelihood_table(prior_alpha + counts, params.log_epsilon)
     out = e_pass(
@@ -408,11 +439,25 @@ def em_step(
         salt=salt,
         with_posterior=with_posterior,
         with_evidence=with_evidence,
+        gold=gold,
     )
     if static.em.class_prior == "learned":
         n_annotated = jnp.maximum(_annotated(annotations).sum(), 1)
         log_class_prior = jnp.log(jnp.maximum(out.posterior_sum / n_annotated, _PROB_FLOOR))
     return EMStep(out.posterior, out.label_hat, log_class_prior, out.counts, out.log_evidence)
+
+
+class _Carry(NamedTuple):
+    """The state of the EM loop (one lane)."""
+
+    counts: jax.Array  # (W, K, K)
+    log_prior: jax.Array  # (K,)
+    stat: jax.Array  # () statistic of the last iteration
+    label_hat: jax.Array  # (N,) labels of the last E-step
+    done: jax.Array  # () converged (frozen from then on)
+    iterations: jax.Array  # () E-steps run
+    posterior: jax.Array | None  # (N, K) posterior of the last E-step, when kept
+    history: jax.Array | None  # (max_em_steps,) statistic per iteration, NaN after the last
 
 
 def run_em(
@@ -425,6 +470,8 @@ def run_em(
     log_learner: jax.Array | None,
     key: jax.Array,
     with_trace: bool = False,
+    gold: jax.Array | None = None,
+    start_posterior: jax.Array | None = None,
 ) -> EMResult:
     """Up to `max_em_steps` EM iterations from `counts`; converged lanes stay frozen.
 
@@ -440,65 +487,55 @@ def run_em(
       log_learner: (N, K) learner log-prior used in every E-step, or None.
       key: seeds the random tie-breaks of the hard M-step.
       with_trace: also return per-iteration diagnostics (static).
+      gold: (N,) i32 known classes (-1 when unknown), clamped in every E-step.
+      start_posterior: (N, K) when given, the result also carries the posterior of the
+        last E-step (crowd-kit reports that one) and the statistic of every iteration;
+        `start_posterior` is returned when EM is skipped.
     Returns:
       `EMResult`; with no filled slot at all, EM is skipped (0 iterations).
     """
     annotated = _annotated(annotations)
-    needs_posterior = static.em.criterion == "elbo"
+    keep_posterior = start_posterior is not None
 
-    def iteration(carry):
-        counts, log_prior, prev_stat, prev_hat, done, i = carry
-        salt = jax.random.bits(jax.random.fold_in(key, i), (), jnp.uint32)
-        step = em_step(
-            static,
-            params,
-            annotations,
-            prior_alpha,
-            counts,
-            log_prior,
-            log_learner,
-            salt,
-            with_posterior=needs_posterior,
-            with_evidence=with_trace,
-        )
-        stat = _statistic(
-            static, params, annotations, step.label_hat, step.posterior, prior_alpha + step.counts, step.log_class_prior
-        )
-        now = (i > 0) & _converged(static, params, stat, prev_stat, step.label_hat, prev_hat)
-        keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731  frozen once converged
-        new_carry = (
-            keep(counts, step.counts),
-            keep(log_prior, step.log_class_prior),
-            keep(prev_stat, stat),
-            keep(prev_hat, step.label_hat),
-            done | now,
-            i + (~done).astype(jnp.int32),
-        )
+    def iteration(c: _Carry):
+        salt = jax.random.bits(jax.random.fold_in(key, c.iterations), (), jnp.uint32)
+        step = em_step(static, params, annotations, prior_alpha, c.counts, c.log_prior, log_learner, salt,
+                       with_posterior=keep_posterior or static.em.criterion == "elbo", with_evidence=with_trace,
+                       gold=gold)  # fmt: skip
+        alpha = prior_alpha + step.counts
+        stat = _statistic(static, params, annotations, step.label_hat, step.posterior, alpha, step.log_class_prior)
+        now = (c.iterations > 0) & _converged(static, params, stat, c.stat, step.label_hat, c.label_hat)
+        keep = lambda old, new: None if old is None else jnp.where(c.done, old, new)  # noqa: E731  frozen once done
+        history = None if c.history is None else c.history.at[c.iterations].set(stat)
+        new = _Carry(
+            counts=keep(c.counts, step.counts), log_prior=keep(c.log_prior, step.log_class_prior),
+            stat=keep(c.stat, stat), label_hat=keep(c.label_hat, step.label_hat), done=c.done | now,
+            iterations=c.iterations + (~c.done).astype(jnp.int32), posterior=keep(c.posterior, step.posterior),
+            history=keep(c.history, history),
+        )  # fmt: skip
         if not with_trace:
-            return new_carry, None
+            return new, None
+        changes = jnp.where(c.iterations > 0, (step.label_hat != c.label_hat).sum(), annotated.sum())
         trace = EMTrace(
-            statistic=stat,
-            log_likelihood=step.log_evidence.sum(),
-            label_changes=jnp.where(i > 0, (step.label_hat != prev_hat).sum(), annotated.sum()).astype(jnp.int32),
-            active=~done,
-        )
-        return new_carry, trace
+            statistic=stat, log_likelihood=step.log_evidence.sum(), label_changes=changes.astype(jnp.int32),
+            active=~c.done,
+        )  # fmt: skip
+        return new, trace
 
-    start = (
-        counts,
-        log_class_prior,
-        jnp.float32(0),
-        jnp.zeros(static.num_items, jnp.int32),
-        ~annotations.valid.any(),
-        jnp.int32(0),
-    )
+    start = _Carry(
+        counts=counts, log_prior=log_class_prior, stat=jnp.float32(0), label_hat=jnp.zeros(static.num_items, jnp.int32),
+        done=~annotations.valid.any(), iterations=jnp.int32(0), posterior=start_posterior,
+        history=jnp.full((static.em.max_em_steps,), jnp.nan, jnp.float32) if keep_posterior else None,
+    )  # fmt: skip
     if with_trace:
         final, trace = jax.lax.scan(lambda c, _: iteration(c), start, None, length=static.em.max_em_steps)
     else:
-        running = lambda c: ~c[4] & (c[5] < static.em.max_em_steps)  # noqa: E731
+        running = lambda c: ~c.done & (c.iterations < static.em.max_em_steps)  # noqa: E731
         final, trace = jax.lax.while_loop(running, lambda c: iteration(c)[0], start), None
-    counts, log_prior, _, _, _, iters = final
-    return EMResult(counts=counts, log_class_prior=log_prior, iterations=iters, trace=trace)
+    return EMResult(
+        counts=final.counts, log_class_prior=final.log_prior, iterations=final.iterations, trace=trace,
+        posterior=final.posterior, history=final.history,
+    )  # fmt: skip
 
 
 def posterior(
@@ -508,8 +545,9 @@ def posterior(
     alpha: jax.Array,
     log_class_prior: jax.Array,
     log_learner: jax.Array | None,
+    gold: jax.Array | None = None,
 ) -> jax.Array:
-    """(N, K) posterior of the configured aggregator; rows sum to 1.
+    """(N, K) posterior of the configured aggregator; rows sum to 1 (gold items one-hot).
 
     'bayes': the Dawid-Skene posterior with pseudo-counts `alpha` (prior + counts).
     'mj': majority vote (the learner and worker model are ignored, as in the reference).
@@ -517,7 +555,7 @@ def posterior(
     if static.em.aggregator == "mj":
         return majority_vote(annotations, static.num_classes)
     table = likelihood_table(alpha, params.log_epsilon)
-    return e_pass(static, table, annotations, log_class_prior, log_learner).posterior
+    return e_pass(static, table, annotations, log_class_prior, log_learner, gold=gold).posterior
 
 
 def risk(posterior: jax.Array) -> jax.Array:
