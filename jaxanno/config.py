@@ -193,7 +193,9 @@ def default_config() -> config_dict.ConfigDict:
     c.run.chunk_steps = 10  # online steps per compiled call (progress / checkpoint grain)
     c.run.checkpoint_every = 50  # steps between checkpoints (rounded up to whole chunks)
     c.run.max_steps = -1  # -1: enough for every item to reach A labels
-    c.run.lane_batch = 0  # (grid point, seed) lanes vmapped at once per device (0 = all)
+    # (grid point, seed) lanes vmapped at once per device: 0 = all, -1 = automatic (1 on a
+    # CPU: each lane alone, so a seed's result never depends on the other lanes; all on GPU)
+    c.run.lane_batch = -1
 
     c.sweep = config_dict.ConfigDict({name: () for name in PARAM_PATHS})
     return c
@@ -367,6 +369,7 @@ def validate(cfg: config_dict.ConfigDict) -> None:
     _require(cfg.data.feature_dim >= 1, "data.feature_dim", cfg.data.feature_dim, "an integer >= 1")
     _require(cfg.run.num_seeds >= 1, "run.num_seeds", cfg.run.num_seeds, "an integer >= 1")
     _require(cfg.run.chunk_steps >= 1, "run.chunk_steps", cfg.run.chunk_steps, "an integer >= 1")
+    _require(cfg.run.lane_batch >= -1, "run.lane_batch", cfg.run.lane_batch, "-1 (automatic), 0 (all) or a count")
     _validate_sweep(cfg)
 
 
@@ -463,6 +466,22 @@ def to_static(
 
 
 CPU_ITEM_BLOCK = 2048  # (2048, K) float32 blocks stay in a CPU's cache
+
+
+def lane_batch(setting: int) -> int:
+    """Lanes vmapped at once: `setting`, or for -1 one at a time on CPU and all elsewhere.
+
+    XLA vectorises a vmapped program differently for different lane counts, so float
+    results can differ in the last bit with the number of lanes, and a simulation run
+    long enough amplifies that into a different (statistically equivalent) trajectory.
+    One lane at a time makes every lane's result independent of the others; on a CPU it
+    costs little throughput (one lane already keeps the cores busy).
+    """
+    if setting >= 0:
+        return setting
+    import jax
+
+    return 1 if jax.default_backend() == "cpu" else 0
 
 
 def item_block(setting: int) -> int:

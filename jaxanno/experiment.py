@@ -130,7 +130,7 @@ def _lanes_chunk(static, num_steps, lane_batch, params, state, seeds, data, star
     """`num_steps` steps of a block of lanes: vmap (or batched `lax.map`) over lanes."""
     keys = jax.vmap(jax.random.key)(seeds)
     one = lambda p, s, k: sim.run_chunk(static, p, data, s, k, start, num_steps)  # noqa: E731
-    if lane_batch and lane_batch < seeds.shape[0]:
+    if lane_batch:  # also for a single lane, so that it compiles exactly as in a wider run
         return jax.lax.map(lambda xs: one(*xs), (params, state, keys), batch_size=lane_batch)
     return jax.vmap(one)(params, state, keys)
 
@@ -164,7 +164,7 @@ def advance(problem: Problem, state: types.SimState, start: int, num_steps: int)
     return fn(
         problem.static,
         num_steps,
-        int(problem.cfg.run.lane_batch),
+        config_lib.lane_batch(problem.cfg.run.lane_batch),
         problem.mesh,
         problem.lane_params,
         state,
