@@ -41,7 +41,6 @@ import functools
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import common  # noqa: E402
 from jaxanno import config, learner, metrics  # noqa: E402
 from jaxanno.data import standin  # noqa: E402
 
@@ -273,23 +273,6 @@ def _miss(figures: dict[str, float], target: Target) -> float:
     return max(abs(figures["zero_top1"] - target.zero), abs(figures["full_top1"] - target.full))
 
 
-def _environment() -> dict[str, str]:
-    import flax
-    import optax
-
-    dev = jax.devices()[0]
-    return {
-        "device": f"{dev.platform}:{dev.device_kind}",
-        "cpu_count": str(os.cpu_count()),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-    }
-
-
 def table(
     experiments: Sequence[str], widths: Sequence[int], data_seeds: Sequence[int], learner_seeds: Sequence[int]
 ) -> list[dict[str, object]]:
@@ -340,7 +323,7 @@ def _md_row(r: dict[str, object]) -> str:
 
 def write(rows: list[dict[str, object]], args: argparse.Namespace, name: str, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
-    env = _environment()
+    env = common.environment()
     meta = {
         "environment": env,
         "data_seeds": args.data_seeds,
@@ -396,7 +379,7 @@ def main() -> None:
                 )
                 print(f'    ("{experiment}", {width}): {found[f"{experiment}|{width}"]},', flush=True)
                 with open(os.path.join(args.results_dir, f"{args.output}_search.json"), "w") as f:
-                    json.dump({"environment": _environment(), "found": found}, f, indent=1)
+                    json.dump({"environment": common.environment(), "found": found}, f, indent=1)
         return
     write(table(experiments, widths, args.data_seeds, args.learner_seeds), args, args.output, args.results_dir)
 

@@ -381,19 +381,6 @@ def solve(
                        iterations=res.iterations, history=res.history)  # fmt: skip
 
 
-def final_posterior(
-    static: Static,
-    params: Params,
-    annotations: AnnotationState,
-    alpha: jax.Array,
-    log_class_prior: jax.Array,
-    log_learner: jax.Array | None,
-    gold: jax.Array,
-) -> jax.Array:
-    """(N, K) a fresh E-step with the final counts (`em.posterior`), gold items clamped."""
-    return em.posterior(static, params, annotations, alpha, log_class_prior, log_learner, gold)
-
-
 def _fit_learner(static, params, features, posterior, prototype_labels, train_items, state, key) -> LearnerState:
     return learner.fit_predict(static, params, features, posterior, prototype_labels, train_items, state, key)
 
@@ -404,7 +391,7 @@ def _majority(annotations: AnnotationState, num_classes: int) -> jax.Array:
 
 # Compiled once per process; jax caches one program per (Static, shapes).
 _solve_jit = jax.jit(solve, static_argnums=0)
-_posterior_jit = jax.jit(final_posterior, static_argnums=0)
+_posterior_jit = jax.jit(em.posterior, static_argnums=0)  # a fresh E-step with the final counts
 _learner_jit = jax.jit(_fit_learner, static_argnums=0)
 _majority_jit = jax.jit(_majority, static_argnums=1)
 _confusion_jit = jax.jit(em.confusion)
@@ -728,7 +715,10 @@ class DawidSkene:
             tasks that only have features become unlabelled items.
         """
         if initial_error is not None:
-            raise NotImplementedError("initial_error is not supported; use worker_prior / prior_strength")
+            raise ValueError(
+                "initial_error: crowd-kit's initial error matrices are not a jaxanno option; express prior "
+                "knowledge of the workers with worker_prior and prior_strength instead"
+            )
         self.check_options()
         problem = prepare(data, true_labels, features, self.classes, self.duplicates)
         return self.fit_prepared(problem)
@@ -856,13 +846,6 @@ class Batch(NamedTuple):
     expected_accuracy: jax.Array  # (H,) f32 the worker's expected accuracy on the HIT
 
 
-def _random_argmax(scores: jax.Array, allowed: jax.Array, key: jax.Array) -> jax.Array:
-    """Index of the largest allowed score, ties broken uniformly at random."""
-    scores = jnp.where(allowed, scores, -jnp.inf)
-    is_max = allowed & (scores == scores.max())
-    return jnp.argmax(jnp.where(is_max, jax.random.uniform(key, scores.shape, minval=0.5), 0.0)).astype(jnp.int32)
-
-
 def _workers_present(slot_workers: jax.Array, lane_mask: jax.Array, num_workers: int) -> jax.Array:
     """(W,) bool: the worker filled a slot of a masked row ((R, A) slots, (R,) mask)."""
     hit = lane_mask[:, None] & (slot_workers >= 0)
@@ -943,11 +926,11 @@ def assign(
             score = sampler.worker_accuracy_on(posterior[items], valid, alpha)
             seen = _workers_present(annotations.worker[items], valid, w)
             allowed = free & ~seen & (worker_count + valid.sum() <= cap)
-            worker = _random_argmax(score, allowed, k_worker)
+            worker = sampler.random_argmax(score, allowed, k_worker)
             valid = valid & allowed.any()
         else:
             allowed = free & (_open_items(annotations, eligible, w) > 0)
-            worker = _random_argmax(jnp.zeros(w), allowed, k_worker)
+            worker = sampler.random_argmax(jnp.zeros(w), allowed, k_worker)
             mine = (annotations.worker == worker).any(-1)
             masked = jnp.where(eligible & ~mine, risk, -jnp.inf)
             items, valid = _draw(static, params, annotations, item_count, masked, posterior, alpha, k_items)

@@ -92,11 +92,11 @@ def worker_accuracy_on(belief: jax.Array, valid: jax.Array, alpha: jax.Array) ->
     return (per_item * valid[:, None]).sum(0) / jnp.maximum(valid.sum(), 1)
 
 
-def _random_max(scores: jax.Array, allowed: jax.Array, key: jax.Array) -> jax.Array:
-    """Index of the largest allowed score, ties broken uniformly at random."""
+def random_argmax(scores: jax.Array, allowed: jax.Array, key: jax.Array) -> jax.Array:
+    """() i32 index of the largest allowed score, ties broken uniformly at random."""
     scores = jnp.where(allowed, scores, -jnp.inf)
     is_max = allowed & (scores == scores.max())
-    return jnp.argmax(jnp.where(is_max, jax.random.uniform(key, scores.shape, minval=0.5), 0.0))
+    return jnp.argmax(jnp.where(is_max, jax.random.uniform(key, scores.shape, minval=0.5), 0.0)).astype(jnp.int32)
 
 
 def select_hits(
@@ -130,7 +130,7 @@ def select_hits(
         if greedy:
             free = ~used & (worker_count + static.hit_size <= params.max_annotation_per_worker)
             score = worker_accuracy_on(em_state.posterior[items], valid, alpha)
-            worker = _random_max(score, free, k_worker)
+            worker = random_argmax(score, free, k_worker)
             valid = valid & free.any()
         else:
             worker = order[h]
