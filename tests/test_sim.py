@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxanno import em, learner, sim, types
+from jaxanno import em, learner, sampler, sim, types
 from tests.conftest import tiny_dataset, tiny_static
 
 STEPS = 10
@@ -151,3 +151,31 @@ def test_learner_at_step_zero_trains_on_half_the_prototypes(params):
         state.learner.probs[: static.num_items] / state.learner.probs[: static.num_items].sum(-1, keepdims=True),
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_early_stopper_ends_the_run_only_when_asked(early_stop, params):
+    """A stopper whose maximum is older than its window fires; the run stops only with the flag."""
+    static = dataclasses.replace(tiny_static(), early_stop=early_stop)
+    data = tiny_dataset(static)
+    state = sim.init_state(static, params, data, jax.random.key(0))
+    count = jnp.full((static.num_items,), 2, jnp.int32)  # N/2 labels collected, nobody full
+    annotations = state.annotations.replace(item_count=count)
+    window = sampler.early_stopper_window(static)  # 5000 // 10 labels per step = 500 steps
+    stopper = state.stopper.replace(history_len=jnp.int32(window + 10), max_confident=jnp.int32(30),
+                                    last_max_index=jnp.int32(3))  # fmt: skip
+    state = state.replace(step=jnp.int32(window + 9), annotations=annotations, stopper=stopper)
+    checked = sim._check_stop(static, params, state)
+    assert int(checked.stopper.fired_step) == window + 9
+    assert bool(checked.done) == early_stop
+    assert types.STOP_REASONS[int(checked.stop_reason)] == ("early_stop" if early_stop else "running")
+
+
+def test_warm_start_begins_em_from_the_previous_counts(params):
+    static = tiny_static(em=types.EMStatic(warm_start=True))
+    previous = jnp.ones((static.num_workers, 4, 4)) * 3.0
+    state = sim.init_state(static, params, tiny_dataset(static), jax.random.key(0))
+    counts, _ = em.initial_counts(static, state.annotations, previous, jnp.zeros(4), jax.random.key(0))
+    np.testing.assert_array_equal(counts, previous)
+    cold, _ = em.initial_counts(tiny_static(), state.annotations, previous, jnp.zeros(4), jax.random.key(0))
+    np.testing.assert_array_equal(cold, 0.0)
