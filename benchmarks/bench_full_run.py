@@ -15,7 +15,7 @@ import resource
 import jax
 
 import common
-from gpu_run import CompileClock, full_run
+from gpu_run import full_run
 
 
 def main() -> None:
@@ -26,10 +26,9 @@ def main() -> None:
     args = ap.parse_args()
     env = common.environment()
     print(common.env_lines(env), flush=True)
-    clock = CompileClock()
     rows = []
     for s in map(int, args.seeds.split(",")):
-        row = full_run(s, clock, tiny=False, width=args.width)
+        row = full_run(s, tiny=False, width=args.width)
         if jax.default_backend() == "cpu":
             row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         rows.append(row)

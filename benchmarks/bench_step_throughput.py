@@ -18,33 +18,30 @@ import jax
 import numpy as np
 
 import common
-from gpu_run import CompileClock
-from jaxanno import config, experiment
+from jaxanno import config, experiment, outputs
 
 
-def measure(
-    experiment_name: str, method: str, seeds: int, chunks: int, chunk_steps: int, width: int, clock: CompileClock
-) -> dict[str, Any]:
+def measure(experiment_name: str, method: str, seeds: int, chunks: int, chunk_steps: int, width: int) -> dict[str, Any]:
     cfg = config.apply_preset_names(config.default_config(), f"{experiment_name},{method}")
     cfg.run.num_seeds = seeds
     cfg.run.chunk_steps = chunk_steps
     cfg.data.feature_dim = width
     problem = experiment.prepare(cfg)
     state = experiment.blank_state(problem)
-    clock.take()
     times = []
-    for c in range(chunks + 1):
-        t0 = time.perf_counter()
-        state, _ = experiment.advance(problem, state, c * chunk_steps, chunk_steps)
-        jax.block_until_ready(state.done)
-        times.append(time.perf_counter() - t0)
+    with outputs.count_compiles() as compiles:
+        for c in range(chunks + 1):
+            t0 = time.perf_counter()
+            state, _ = experiment.advance(problem, state, c * chunk_steps, chunk_steps)
+            jax.block_until_ready(state.done)
+            times.append(time.perf_counter() - t0)
     per_step = float(np.median(times[1:])) / chunk_steps
     return {
         "experiment": experiment_name,
         "method": method,
         "seeds": seeds,
         "items": problem.static.num_items,
-        "compile_s": clock.take(),
+        "compile_s": compiles.seconds,
         "step_s": per_step,
         "steps_per_s": 1.0 / per_step,
         "seed_steps_per_s": seeds / per_step,
@@ -65,7 +62,6 @@ def main() -> None:
     args = ap.parse_args()
     env = common.environment()
     print(common.env_lines(env), flush=True)
-    clock = CompileClock()
     rows: list[dict[str, Any]] = []
     for name in args.experiments.split(","):
         for method in args.methods.split(","):
@@ -73,7 +69,7 @@ def main() -> None:
             for s in map(int, args.seeds.split(",")):
                 if name == "imagenet_100_classes" and s > args.max_seeds_imagenet100:
                     continue
-                row = measure(name, method, s, args.chunks, args.chunk_steps, args.width, clock)
+                row = measure(name, method, s, args.chunks, args.chunk_steps, args.width)
                 base = base or row
                 row["scaling_efficiency"] = row["seed_steps_per_s"] / (s * base["seed_steps_per_s"] / base["seeds"])
                 rows.append(row)

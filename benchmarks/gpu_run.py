@@ -25,25 +25,7 @@ import numpy as np
 
 import bench_em_speed
 import common
-from jaxanno import config, experiment
-
-_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-
-
-class CompileClock:
-    """Seconds spent in XLA compilation since the last `take()`."""
-
-    def __init__(self):
-        self.total = 0.0
-        jax.monitoring.register_event_duration_secs_listener(self._on)
-
-    def _on(self, event: str, duration: float, **_: Any) -> None:
-        if event == _COMPILE_EVENT:
-            self.total += duration
-
-    def take(self) -> float:
-        out, self.total = self.total, 0.0
-        return out
+from jaxanno import config, experiment, outputs
 
 
 def _save(out_dir: str, results: dict[str, Any]) -> None:
@@ -86,25 +68,25 @@ def _problem(seeds: int, tiny: bool, width: int = 2048) -> experiment.Problem:
     return experiment.prepare(cfg)
 
 
-def full_run(seeds: int, clock: CompileClock, tiny: bool, max_chunks: int = 0, width: int = 2048) -> dict[str, Any]:
+def full_run(seeds: int, tiny: bool, max_chunks: int = 0, width: int = 2048) -> dict[str, Any]:
     """A run of `_problem` to one label per image: wall time with and without compilation."""
     t0 = time.perf_counter()
     problem = _problem(seeds, tiny, width)
     t_prepare = time.perf_counter() - t0
-    clock.take()
     chunk_times = []
     state = experiment.blank_state(problem)
     step, t_start = 0, time.perf_counter()
-    while step < problem.max_steps:
-        t = time.perf_counter()
-        state, m = experiment.advance(problem, state, step, problem.cfg.run.chunk_steps)
-        done = bool(np.all(np.asarray(state.done)))
-        chunk_times.append(time.perf_counter() - t)
-        step += problem.cfg.run.chunk_steps
-        if done or (max_chunks and len(chunk_times) >= max_chunks):
-            break
+    with outputs.count_compiles() as compiles:
+        while step < problem.max_steps:
+            t = time.perf_counter()
+            state, m = experiment.advance(problem, state, step, problem.cfg.run.chunk_steps)
+            done = bool(np.all(np.asarray(state.done)))
+            chunk_times.append(time.perf_counter() - t)
+            step += problem.cfg.run.chunk_steps
+            if done or (max_chunks and len(chunk_times) >= max_chunks):
+                break
     wall = time.perf_counter() - t_start
-    compile_s = clock.take()
+    compile_s = compiles.seconds
     m = jax.device_get(m)
     steady = chunk_times[1:] or chunk_times
     per_step = float(np.median(steady)) / problem.cfg.run.chunk_steps
@@ -134,16 +116,15 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--phases", default="em_floor,full_run,one_seed")
     args = ap.parse_args()
-    clock = CompileClock()
     results: dict[str, Any] = {"environment": common.environment()}
     print(results["environment"], flush=True)
     for phase in args.phases.split(","):  # in the order given
         if phase == "em_floor":
             results["em_floor"] = em_floor(args.tiny)
         elif phase == "full_run":
-            results["full_run"] = full_run(4 if args.tiny else 64, clock, args.tiny)
+            results["full_run"] = full_run(4 if args.tiny else 64, args.tiny)
         elif phase == "one_seed":
-            results["one_seed"] = full_run(1, clock, args.tiny, max_chunks=3)
+            results["one_seed"] = full_run(1, args.tiny, max_chunks=3)
         else:
             raise SystemExit(f"unknown phase {phase!r}")
         if "full_run" in results and "one_seed" in results:

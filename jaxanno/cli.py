@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from ml_collections import config_dict
 
-from jaxanno import checkpoint, distributed, experiment, outputs
+from jaxanno import checkpoint, distributed, experiment, outputs, types
 from jaxanno import config as config_lib
 
 PROGRAM = "jit(_advance_impl)"  # name under which the simulation program is compiled
@@ -89,7 +89,7 @@ def _say(quiet: bool, text: str) -> None:
 
 def _load_checkpoint(problem: experiment.Problem, out: pathlib.Path, stamp: str):
     """(lane-sharded state, metric chunks, step) from the workdir's checkpoint, or None."""
-    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), experiment.state_shapes(problem))
+    template = types.zeros_like_shapes(experiment.state_shapes(problem), host=True)
     found = checkpoint.load(out, template, stamp) if out.exists() else None
     if found is None:
         return None
@@ -133,8 +133,8 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
             checkpoint.save(out, host, chunks, step, stamp)
         last_saved[0] = step
 
-    def on_chunk(step, state, chunks):
-        progress(step, problem.by_grid_seed(distributed.gather(state.done)), chunks)
+    def on_chunk(step, state, chunks, done):
+        progress(step, done, chunks)
         if step - last_saved[0] >= every:
             save(step, state, chunks)
 

@@ -186,8 +186,7 @@ def state_shapes(problem: Problem) -> types.SimState:
 
 def blank_state(problem: Problem) -> types.SimState:
     """A zero state of the right (L_pad, ...) shapes; `advance` from step 0 replaces it."""
-    host = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state_shapes(problem))
-    return distributed.put(host, problem.mesh, sharded=True)
+    return distributed.put(types.zeros_like_shapes(state_shapes(problem), host=True), problem.mesh, sharded=True)
 
 
 @dataclasses.dataclass
@@ -198,7 +197,7 @@ class RunResult:
     wall_seconds: float
 
 
-ChunkCallback = Callable[[int, types.SimState, list[dict[str, np.ndarray]]], None]
+ChunkCallback = Callable[[int, types.SimState, list[dict[str, np.ndarray]], np.ndarray], None]
 
 
 def run(
@@ -213,7 +212,8 @@ def run(
 
     Args:
       state, start_step, metrics: resume from a checkpoint (defaults: a fresh run).
-      on_chunk: called after every chunk with (steps done, state, metrics so far).
+      on_chunk: called after every chunk with (steps done, state, metrics so far, host
+        (G, S) done flags).
     """
     chunk = problem.cfg.run.chunk_steps
     state = blank_state(problem) if state is None else state
@@ -223,9 +223,10 @@ def run(
         state, m = advance(problem, state, step, chunk)
         metrics.append(flatten_metrics(problem.by_grid_seed(distributed.gather(m))))
         step += chunk
+        done = problem.by_grid_seed(distributed.gather(state.done))
         if on_chunk is not None:
-            on_chunk(step, state, metrics)
-        if bool(np.all(problem.by_grid_seed(distributed.gather(state.done)))):
+            on_chunk(step, state, metrics, done)
+        if bool(np.all(done)):
             break
     return RunResult(state=state, metrics=metrics, steps_run=step, wall_seconds=time.perf_counter() - t0)
 

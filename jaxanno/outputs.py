@@ -56,14 +56,21 @@ def environment() -> dict[str, str]:
     }
 
 
+class CompileLog(collections.Counter):
+    """XLA compilations by compiled function name, plus their total time in `seconds`."""
+
+    seconds: float = 0.0
+
+
 @contextlib.contextmanager
-def count_compiles() -> Iterator[collections.Counter]:
-    """Count XLA compilations inside the block, by compiled function name."""
-    counter: collections.Counter = collections.Counter()
+def count_compiles() -> Iterator[CompileLog]:
+    """Count (and time) the XLA compilations inside the block."""
+    counter = CompileLog()
 
     def listener(event: str, duration: float, **kwargs: Any) -> None:
         if event == _COMPILE_EVENT:
             counter[str(kwargs.get("fun_name", "?"))] += 1
+            counter.seconds += duration
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:

@@ -265,9 +265,14 @@ class StepMetrics(NamedTuple):
     learner: BeliefMetrics | None
 
 
-def zeros_like_shapes(tree: Any) -> Any:
-    """Concrete zero arrays for a pytree of `jax.ShapeDtypeStruct` (no compilation)."""
-    return jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), tree)
+def zeros_like_shapes(tree: Any, host: bool = False) -> Any:
+    """Concrete zero arrays for a pytree of `jax.ShapeDtypeStruct` (no compilation).
+
+    Args:
+      host: numpy arrays (for placement on a device mesh) instead of device arrays.
+    """
+    place = (lambda x: x) if host else jax.device_put
+    return jax.tree.map(lambda s: place(np.zeros(s.shape, s.dtype)), tree)
 
 
 PARAM_DEFAULTS = dict(

@@ -53,6 +53,16 @@ def tiny_dataset(static: types.Static, seed: int = 0, separation: float = 3.0) -
     return data_lib.make_dataset(fs, "structured_noise", "homegeneous_workers")
 
 
+def tiny_learner(**overrides) -> types.LearnerStatic:
+    """A small efficient_annotation-style learner (pseudo-labels, global early stop)."""
+    from jaxanno import learner
+
+    base = dict(model=learner.MLP(num_classes=4, hidden_sizes=(8,)), batch_size=16, max_epochs=20, eval_every=5,
+                semi_supervised="pseudolabel", early_stop_scope="global")  # fmt: skip
+    base.update(overrides)
+    return types.LearnerStatic(**base)
+
+
 @pytest.fixture(scope="session")
 def static():
     return tiny_static()

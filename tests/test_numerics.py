@@ -9,17 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxanno import learner, sim, types
-from tests.conftest import tiny_dataset, tiny_static
+from jaxanno import sim, types
+from tests.conftest import tiny_dataset, tiny_learner, tiny_static
 
-LEARNER = types.LearnerStatic(
-    model=learner.MLP(num_classes=4, hidden_sizes=(8,)),
-    batch_size=16,
-    max_epochs=10,
-    eval_every=5,
-    semi_supervised="pseudolabel",
-    early_stop_scope="global",
-)
+LEARNER = tiny_learner(max_epochs=10)
 _simulate = jax.jit(sim.simulate, static_argnums=(0, 4))
 
 

@@ -11,19 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxanno import em, learner, sampler, sim, types
-from tests.conftest import tiny_dataset, tiny_static
+from jaxanno import em, sampler, sim, types
+from tests.conftest import tiny_dataset, tiny_learner, tiny_static
 
 STEPS = 10
 
-LEARNER = types.LearnerStatic(
-    model=learner.MLP(num_classes=4, hidden_sizes=(8,)),
-    batch_size=16,
-    max_epochs=20,
-    eval_every=5,
-    semi_supervised="pseudolabel",
-    early_stop_scope="global",
-)
+LEARNER = tiny_learner()
 
 
 LEAN = dataclasses.replace(

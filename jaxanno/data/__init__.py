@@ -96,7 +96,7 @@ def _standin(spec: DataSpec) -> FeatureSet:
 
 
 def crowd_stats(wnids: list[str] | None, num_classes: int, with_other: bool, needed: bool) -> types.CrowdStats:
-    """Real-crowd counts of the classes; zero-size arrays when unavailable and unneeded.
+    """Real-crowd counts of the classes (numpy); zero-size arrays when unavailable and unneeded.
 
     Raises:
       ValueError: a real-worker simulation or crowd-based prior needs classes without data.
@@ -113,7 +113,7 @@ def crowd_stats(wnids: list[str] | None, num_classes: int, with_other: bool, nee
                 "worker.prior.type 'predefined_homegeneous' or 'heterogeneous_*'."
             ) from None
         arrays = amt.empty_crowd_arrays(num_classes)
-    return types.CrowdStats(**{k: jax.device_put(v) for k, v in arrays.items()})
+    return types.CrowdStats(**arrays)
 
 
 def make_dataset(
@@ -135,6 +135,6 @@ def make_dataset(
     data = types.Dataset(
         features=np.asarray(fs.features, np.float32),
         labels=np.asarray(fs.labels, np.int32),
-        crowd=jax.device_get(crowd),
+        crowd=crowd,
     )
     return data if host else jax.device_put(data)
