@@ -203,7 +203,7 @@ def _break(tmp_path, reference, how):
         ("unknown wnid", "n00000042"),
         ("too few images", "expected at least n_prototype_per_class + 1"),
         ("distraction without enough others", "images of other wnids"),
-        ("not an array", "cannot read"),
+        ("not an array", "is not a .npy array"),
     ],
 )
 def test_reference_loader_names_every_file_problem(tmp_path, reference, how, message):
@@ -243,7 +243,7 @@ def test_npy_loader_names_label_file_problems(tmp_path):
     np.save(tmp_path / "f.npy", np.zeros((4, WIDTH), np.float32))
     (tmp_path / "l.txt").write_text("0\n1\nbird\n0\n")
     spec = data_lib.DataSpec(source="npy", features=str(tmp_path / "f.npy"), labels=str(tmp_path / "l.txt"))
-    with pytest.raises(ValueError, match=r"l.txt' line 3: expected one integer, found 'bird'"):
+    with pytest.raises(ValueError, match=r"l.txt' line 3: found text 'bird' among integer labels"):
         data_lib.load_features(spec)
     with pytest.raises(ValueError, match="data.labels is empty"):
         data_lib.load_features(data_lib.DataSpec(source="npy", features=str(tmp_path / "f.npy")))
@@ -346,7 +346,7 @@ def test_standin_is_deterministic_per_seed(tmp_path):
     )
     first, again = data_lib.load_features(spec), data_lib.load_features(spec)  # generated, then cached
     np.testing.assert_array_equal(first.features, again.features)
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(list(tmp_path.iterdir())) == 3  # features, labels and their checksum file
 
 
 def test_standin_has_the_requested_counts(tmp_path):

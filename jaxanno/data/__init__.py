@@ -2,21 +2,25 @@
 
 `load_features(spec)` returns a `FeatureSet` (numpy, items first then prototypes) from a
 stand-in generator or a user's files; `make_dataset` turns it into the `types.Dataset`
-the simulator consumes, adding the real-crowd counts of its classes.
+the simulator consumes, adding the real-crowd counts of its classes. Every problem with a
+setting or a file raises `DataError` (a `ValueError`) naming the setting or file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import jax
 import numpy as np
 
 from jaxanno import types
-from jaxanno.data import amt, standin
+from jaxanno.data import amt, inputs, standin
 
+DataError = inputs.DataError  # a ValueError naming the data setting or file, what was found and what to do
 OTHER_CLASS = "other"  # name of the extra class of distraction items
 REAL_WORKER_TYPES = ("structured_noise", "uniform_noise")
+SOURCES = ("standin", "reference", "npz", "npy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +61,55 @@ class FeatureSet:
         return len(self.class_names)
 
 
+def _integer(value, name: str, minimum: int, none_ok: bool = False) -> None:
+    """`value` is an integer (not a bool) >= minimum, or None when `none_ok`."""
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        also = " or None" if none_ok else ""
+        raise DataError(f"{name}={value!r}: expected an integer >= {minimum}{also}")
+
+
+def check_spec(spec: DataSpec) -> DataSpec:
+    """`spec` with its wnids normalised (BOM and surrounding whitespace dropped), once checked.
+
+    Raises:
+      DataError: a setting of the wrong type or out of range, named in full (e.g. ``data.seed``).
+    """
+    if spec.source not in SOURCES:
+        raise DataError(f"data.source={spec.source!r}: expected one of {list(SOURCES)}")
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, numbers.Integral) or spec.seed < 0:
+        raise DataError(
+            f"data.seed={spec.seed!r}: expected an integer >= 0 (it seeds the item and prototype draws and the "
+            "stand-in features)"
+        )
+    _integer(spec.feature_dim, "data.feature_dim", 1)
+    _integer(spec.n_prototype_per_class, "n_prototype_per_class", 0)
+    _integer(spec.n_data_distraction_per_class, "n_data_distraction_per_class", 0)
+    if spec.n_data_per_class is not None and (
+        isinstance(spec.n_data_per_class, bool) or not isinstance(spec.n_data_per_class, numbers.Integral)
+    ):
+        raise DataError(f"n_data_per_class={spec.n_data_per_class!r}: expected an integer or None (<= 0: all items)")
+    for i, w in enumerate(spec.wnids):
+        if not isinstance(w, str):
+            raise DataError(f"wnids: expected strings (ImageNet wnids), found {type(w).__name__} {w!r} at index {i}")
+    wnids = tuple(inputs.clean_id(w) for w in spec.wnids)
+    if "" in wnids:
+        raise DataError(f"wnids: expected non-empty wnids, found an empty one at index {wnids.index('')}")
+    lowered = [w.lower() for w in wnids]
+    twice = sorted({w for w in wnids if lowered.count(w.lower()) > 1})
+    if twice:
+        raise DataError(f"wnids: expected distinct classes, found {twice[:10]} more than once (case ignored)")
+    return dataclasses.replace(spec, wnids=wnids)
+
+
 def load_features(spec: DataSpec) -> FeatureSet:
-    """Load or generate the features of an experiment (see `DataSpec`)."""
+    """Load or generate the features of an experiment (see `DataSpec`).
+
+    Raises:
+      DataError: a bad setting (see `check_spec`) or file, named with what to do.
+    """
+    spec = check_spec(spec)
     if spec.source == "standin":
         return _standin(spec)
     from jaxanno.data import files  # real-feature loaders
@@ -68,7 +119,7 @@ def load_features(spec: DataSpec) -> FeatureSet:
 
 def _standin(spec: DataSpec) -> FeatureSet:
     if spec.n_data_distraction_per_class > 0:
-        raise ValueError(
+        raise DataError(
             f"n_data_distraction_per_class={spec.n_data_distraction_per_class} needs data.source='reference' "
             "(distraction items are images of other wnids in the image list); stand-ins have none"
         )
@@ -99,15 +150,15 @@ def crowd_stats(wnids: list[str] | None, num_classes: int, with_other: bool, nee
     """Real-crowd counts of the classes (numpy); zero-size arrays when unavailable and unneeded.
 
     Raises:
-      ValueError: a real-worker simulation or crowd-based prior needs classes without data.
+      DataError: a real-worker simulation or crowd-based prior needs classes without data.
     """
     try:
         if wnids is None:
-            raise ValueError("the classes have no ImageNet wnids")
+            raise DataError("the classes have no ImageNet wnids")
         arrays = amt.crowd_arrays(wnids, with_other)
     except ValueError as err:
         if needed:
-            raise ValueError(
+            raise DataError(
                 f"{err}; real-worker simulations and 'homegeneous_*' priors need classes among the "
                 "100 with real-worker data. Use worker.type 'perfect' or 'uniform' with "
                 "worker.prior.type 'predefined_homegeneous' or 'heterogeneous_*'."
@@ -125,7 +176,7 @@ def make_dataset(
       host: keep numpy arrays (for placement on a device mesh) instead of device arrays.
     """
     if with_other and not (fs.class_names and fs.class_names[-1] == OTHER_CLASS):
-        raise ValueError(
+        raise DataError(
             f"n_data_distraction_per_class > 0 expects features whose last class is '{OTHER_CLASS}' (distraction "
             f"items), found classes ending with {fs.class_names[-1:]}"
         )

@@ -21,11 +21,13 @@ from importlib import resources
 
 import numpy as np
 
+from jaxanno.data.inputs import DataError, clean_id
+
 OTHER_GROUP = -1  # group id of the extra 'other' class of distraction items
 
 
 def _read_text(name: str) -> str:
-    return resources.files("jaxanno.data").joinpath("amt").joinpath(name).read_text()
+    return resources.files("jaxanno.data").joinpath("amt").joinpath(name).read_text(encoding="utf-8-sig")
 
 
 @functools.cache
@@ -87,22 +89,23 @@ def _restrict(counts: np.ndarray, keep: np.ndarray, with_other: bool) -> np.ndar
 
 
 def class_indices(wnids: Sequence[str]) -> np.ndarray:
-    """Column index of each wnid in the count matrices; clear error for unknown wnids."""
+    """Column index of each wnid (case, BOM and surrounding whitespace ignored) in the count matrices."""
     order = {w: i for i, w in enumerate(imagenet100())}
-    unknown = [w for w in wnids if w.lower() not in order]
+    wnids = [clean_id(w).lower() for w in wnids]
+    unknown = [w for w in wnids if w not in order]
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"wnids {unknown[:5]} are not among the 100 classes with real-worker data "
             "(jaxanno/data/amt/group_workers.json); use simulation 'perfect' or "
             "'uniform' for other classes"
         )
-    return np.array([order[w.lower()] for w in wnids])
+    return np.array([order[w] for w in wnids])
 
 
 def class_groups(wnids: Sequence[str], with_other: bool = False) -> np.ndarray:
     """(K,) group id of each class (index into `groups()`), -1 for the 'other' class."""
     where = {w: g for g, block in enumerate(groups()) for w in block}
-    ids = [where.get(w.lower(), OTHER_GROUP) for w in wnids]
+    ids = [where.get(clean_id(w).lower(), OTHER_GROUP) for w in wnids]
     if with_other:
         ids.append(OTHER_GROUP)
     return np.array(ids, np.int32)
@@ -150,5 +153,5 @@ def experiment_wnids(name: str) -> list[str]:
     """The class list of a named experiment."""
     exps = experiments()
     if name not in exps:
-        raise ValueError(f"unknown experiment {name!r}; known: {sorted(exps)}")
+        raise DataError(f"experiment={name!r}: unknown experiment; expected one of {sorted(exps)}")
     return list(exps[name]["wnids"])

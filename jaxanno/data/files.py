@@ -24,22 +24,37 @@ simulations need; otherwise the classes have no wnids.
 
 Every draw is seeded by ``DataSpec.seed`` (numpy). Large arrays are memory-mapped
 (including stored, i.e. uncompressed, members of an ``.npz``) and the selected rows are
-gathered once, in blocks, into one float32 array. Every problem with the files raises a
-`ValueError` that names the file, the field, and what was expected and found.
+gathered once, in blocks, into one float32 array. Files are recognised by their first
+bytes and text is normalised (BOM and surrounding whitespace dropped; see `inputs`). Every
+problem with the files raises a `DataError` (a `ValueError`) that names the file, the field,
+what was expected and found, and what to do.
+
+`content_fingerprint(input_paths(spec))` identifies the contents of the files a spec reads,
+for a checkpoint that must not resume on changed data.
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Sequence
 
 import numpy as np
 
 from jaxanno import data as data_lib
-from jaxanno.data import amt
+from jaxanno.data import amt, inputs
+from jaxanno.data.inputs import DataError
 
 _GATHER_ROWS = 16384  # rows converted per block: bounds the float32 temporaries
+FULL_HASH_BYTES = inputs.FULL_HASH_BYTES
+content_fingerprint = inputs.content_fingerprint  # (paths, full_hash_bytes=FULL_HASH_BYTES) -> 64 hex digits
+read_npz = inputs.read_npz  # (path, field='features') -> {name: array}, stored members memory-mapped
+read_label_file = inputs.read_label_file  # (path) -> (N,) int64 labels from a .npy or a text file
+
+
+def input_paths(spec: data_lib.DataSpec) -> list[str]:
+    """The user files `spec` reads, in a fixed order (none for stand-ins), for `content_fingerprint`."""
+    fields = {"reference": ("features", "image_list"), "npz": ("features",), "npy": ("features", "labels")}
+    return [getattr(spec, f) for f in fields.get(spec.source, ())]
 
 
 def load(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
@@ -48,68 +63,28 @@ def load(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     Returns:
       `FeatureSet`: (M, D) float32 features, items first then prototypes, (M,) int32 labels.
     Raises:
-      ValueError: a missing or inconsistent file, or a setting the files cannot satisfy.
+      DataError: a missing or inconsistent file, or a setting the files cannot satisfy.
     """
     loaders = {"reference": _reference, "npz": _npz, "npy": _npy}
     if spec.source not in loaders:
-        raise ValueError(f"data.source={spec.source!r}: expected one of {['standin', *loaders]}")
+        raise DataError(f"data.source={spec.source!r}: expected one of {['standin', *loaders]}")
     if spec.n_data_distraction_per_class > 0 and spec.source != "reference":
-        raise ValueError(
+        raise DataError(
             f"n_data_distraction_per_class={spec.n_data_distraction_per_class} needs data.source='reference' "
             f"(distraction items are images of other wnids in the image list); found {spec.source!r}"
         )
     if spec.n_prototype_per_class < 1:
-        raise ValueError(f"n_prototype_per_class={spec.n_prototype_per_class}: expected at least 1")
+        raise DataError(f"n_prototype_per_class={spec.n_prototype_per_class}: expected at least 1")
     return loaders[spec.source](spec)
 
 
 def _require_file(path: str, field: str, what: str) -> str:
-    """The path of a required input file, or a ValueError naming the setting."""
+    """The path of a required input file, or a DataError naming the setting."""
     if not path:
-        raise ValueError(f"data.{field} is empty: expected the path of {what}")
+        raise DataError(f"data.{field} is empty: expected the path of {what}")
     if not os.path.isfile(path):
-        raise ValueError(f"data.{field}: file {path!r} does not exist (expected {what})")
+        raise DataError(f"data.{field}: file {path!r} does not exist (expected {what})")
     return path
-
-
-def _open_npy(path: str, field: str) -> np.ndarray:
-    """A memory-mapped .npy array (no copy), with the file named in every error."""
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"data.{field}: cannot read {path!r} as a .npy array ({err})") from None
-
-
-def _check_features(array: np.ndarray, where: str) -> None:
-    """Features are a 2-D numeric array."""
-    if array.ndim != 2:
-        raise ValueError(f"{where}: expected a 2-D (rows, D) array, found shape {array.shape}")
-    if array.dtype.kind not in "fiu":
-        raise ValueError(f"{where}: expected numeric features, found dtype {array.dtype}")
-
-
-def _check_labels(labels: np.ndarray, where: str, rows: int, num_classes: int | None) -> np.ndarray:
-    """(rows,) int64 labels in [0, num_classes), or a ValueError saying what is wrong."""
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise ValueError(f"{where}: expected a 1-D array of labels, found shape {labels.shape}")
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"{where}: expected integer labels, found dtype {labels.dtype}")
-    if labels.shape[0] != rows:
-        raise ValueError(
-            f"{where}: expected one label per feature row ({rows} rows of features), found {labels.shape[0]}"
-        )
-    labels = np.asarray(labels, np.int64)
-    if labels.size and labels.min() < 0:
-        bad = int(np.argmax(labels < 0))
-        raise ValueError(f"{where}: labels must be >= 0, found {labels[bad]} at row {bad}")
-    if num_classes is not None and labels.size and labels.max() >= num_classes:
-        bad = int(np.argmax(labels >= num_classes))
-        raise ValueError(
-            f"{where}: labels must be in [0, {num_classes}) ({num_classes} classes), found {labels[bad]} at row {bad}"
-        )
-    return labels
 
 
 def gather(
@@ -134,7 +109,7 @@ def gather(
     if not finite.all():
         first = int(rows[np.argmin(finite)])
         name = f" ({row_names[first]})" if row_names is not None else ""
-        raise ValueError(
+        raise DataError(
             f"{where}: expected finite features, found NaN or inf in {int((~finite).sum())} of the selected "
             f"rows, first at row {first}{name}"
         )
@@ -164,7 +139,7 @@ def split_rows(
     by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
     for c, rows in enumerate(by_class):
         if rows.size <= n_proto:
-            raise ValueError(
+            raise DataError(
                 f"{where}: class {c} ({class_names[c]}) has {rows.size} images; expected at least "
                 f"n_prototype_per_class + 1 = {n_proto + 1} ({n_proto} prototypes and 1 item to label)"
             )
@@ -198,23 +173,22 @@ def _feature_set(features, labels, num_items, class_names, wnids, description) -
 def read_image_list(path: str) -> tuple[list[str], list[str]]:
     """(image paths, their wnids), one per line of a reference image list.
 
-    Lines are ``wnid/file.JPEG label``; trailing blank lines are ignored, any other blank
-    or malformed line is an error naming its line number.
+    Lines are ``wnid/file.JPEG label`` (UTF-8; a byte-order mark and surrounding whitespace
+    are dropped); trailing blank lines are ignored, any other blank or malformed line is an
+    error naming its line number.
     """
-    with open(path) as f:
-        lines = f.read().splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = inputs.read_text_lines(path, "image_list", "'wnid/file.JPEG label' lines")
     paths, wnids = [], []
     for number, line in enumerate(lines, 1):
-        token = line.split()[0] if line.strip() else ""
+        fields = inputs.clean_id(line).split()
+        token = fields[0] if fields else ""
         wnid, slash, _ = token.partition("/")
         if not slash or not wnid:
-            raise ValueError(f"data.image_list {path!r} line {number}: expected 'wnid/file.JPEG label', found {line!r}")
+            raise DataError(f"data.image_list {path!r} line {number}: expected 'wnid/file.JPEG label', found {line!r}")
         paths.append(token)
         wnids.append(wnid)
     if not paths:
-        raise ValueError(f"data.image_list {path!r}: expected 'wnid/file.JPEG label' lines, found none")
+        raise DataError(f"data.image_list {path!r}: expected 'wnid/file.JPEG label' lines, found none")
     return paths, wnids
 
 
@@ -224,10 +198,10 @@ def _class_list(spec: data_lib.DataSpec, line_wnids: list[str], list_path: str) 
     wnids = list(spec.wnids) or list(present)
     duplicated = sorted({w for w in wnids if wnids.count(w) > 1})
     if duplicated:
-        raise ValueError(f"wnids: expected distinct classes, found {duplicated} more than once")
+        raise DataError(f"wnids: expected distinct classes, found {duplicated} more than once")
     unknown = [w for w in wnids if w not in present]
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"data.image_list {list_path!r}: expected images of every configured wnid, found none for "
             f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''} ({len(unknown)} of {len(wnids)} classes)"
         )
@@ -239,10 +213,10 @@ def _reference(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     list_path = _require_file(spec.image_list, "image_list", "the image list ('wnid/file.JPEG label' lines)")
     feat_path = _require_file(spec.features, "features", "the (lines, D) .npy of image embeddings")
     paths, line_wnids = read_image_list(list_path)
-    source = _open_npy(feat_path, "features")
-    _check_features(source, f"data.features {feat_path!r}")
+    source = inputs.open_npy(feat_path, "features")
+    inputs.check_features(source, f"data.features {feat_path!r}")
     if source.shape[0] != len(paths):
-        raise ValueError(
+        raise DataError(
             f"data.features {feat_path!r} has {source.shape[0]} rows but data.image_list {list_path!r} has "
             f"{len(paths)} lines: expected one row per line"
         )
@@ -277,7 +251,7 @@ def _add_distraction(spec, is_other, items, protos, k, rng, list_path) -> tuple[
     d = spec.n_data_distraction_per_class
     pool = np.flatnonzero(is_other)
     if pool.size < (k + 1) * d:
-        raise ValueError(
+        raise DataError(
             f"data.image_list {list_path!r}: n_data_distraction_per_class={d} needs (K + 1) * d = {(k + 1) * d} "
             f"images of other wnids (K = {k}), found {pool.size}"
         )
@@ -285,57 +259,37 @@ def _add_distraction(spec, is_other, items, protos, k, rng, list_path) -> tuple[
     return np.concatenate([items, np.sort(chosen[: k * d])]), np.concatenate([protos, np.sort(chosen[k * d :])])
 
 
-def _npz_member(path: str, archive: zipfile.ZipFile, name: str) -> np.ndarray:
-    """Member `name` of an .npz: memory-mapped when stored uncompressed, else read."""
-    info = archive.getinfo(name + ".npy")
-    if info.compress_type == zipfile.ZIP_STORED:
-        with open(path, "rb") as f:
-            f.seek(info.header_offset + 26)
-            name_len, extra_len = np.frombuffer(f.read(4), "<u2")
-            f.seek(info.header_offset + 30 + int(name_len) + int(extra_len))
-            version = np.lib.format.read_magic(f)
-            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            if version in readers:
-                shape, fortran, dtype = readers[version](f)
-                if not dtype.hasobject:
-                    return np.memmap(path, dtype, "r", offset=f.tell(), shape=shape, order="F" if fortran else "C")
-    with archive.open(name + ".npy") as member:
-        return np.lib.format.read_array(member, allow_pickle=False)
-
-
-def read_npz(path: str) -> dict[str, np.ndarray]:
-    """The arrays of an .npz (large stored members memory-mapped), errors naming the file."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
-            return {n: _npz_member(path, archive, n) for n in names}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
-        raise ValueError(f"data.features: cannot read {path!r} as an .npz archive ({err})") from None
-
-
 def _strings(arrays: dict[str, np.ndarray], field: str, where: str) -> list[str] | None:
-    """An optional 1-D array of strings from an .npz."""
+    """An optional 1-D array of strings from an .npz, each without BOM or surrounding whitespace."""
     if field not in arrays:
         return None
     values = np.asarray(arrays[field])
     if values.ndim != 1 or values.dtype.kind not in "US":
-        raise ValueError(
+        raise DataError(
             f"{where} field {field!r}: expected a 1-D array of strings, found dtype {values.dtype} shape {values.shape}"
         )
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values.tolist()]
+    names = [inputs.clean_id(v.decode() if isinstance(v, bytes) else str(v)) for v in values.tolist()]
+    if "" in names:
+        raise DataError(
+            f"{where} field {field!r}: expected non-empty names, found an empty entry at index {names.index('')}"
+        )
+    if field == "wnids" and len(set(names)) < len(names):
+        twice = sorted({w for w in names if names.count(w) > 1})
+        raise DataError(f"{where} field 'wnids': expected distinct wnids, found {twice[:10]} more than once")
+    return names
 
 
 def _npz(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     """A generic .npz: features, labels, optional prototypes and class names / wnids."""
     path = _require_file(spec.features, "features", "an .npz with 'features' and 'labels'")
     where = f"data.features {path!r}"
-    arrays = read_npz(path)
+    arrays = inputs.read_npz(path)
     for field in ("features", "labels"):
         if field not in arrays:
-            raise ValueError(f"{where}: expected a field {field!r}, found fields {sorted(arrays)}")
+            raise DataError(f"{where}: expected a field {field!r}, found fields {sorted(arrays)}")
     has_pf, has_pl = "prototype_features" in arrays, "prototype_labels" in arrays
     if has_pf != has_pl:
-        raise ValueError(
+        raise DataError(
             f"{where}: expected 'prototype_features' and 'prototype_labels' together, found only "
             f"{'prototype_features' if has_pf else 'prototype_labels'}"
         )
@@ -353,53 +307,59 @@ def _npz(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     )
 
 
-def read_label_file(path: str) -> np.ndarray:
-    """(N,) labels from a .npy or a text file with one integer per line."""
-    if path.endswith(".npy"):
-        return np.asarray(_open_npy(path, "labels"))
-    with open(path) as f:
-        lines = f.read().splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    labels = np.empty(len(lines), np.int64)
-    for number, line in enumerate(lines, 1):
-        try:
-            labels[number - 1] = int(line.strip())
-        except ValueError:
-            raise ValueError(f"data.labels {path!r} line {number}: expected one integer, found {line!r}") from None
-    return labels
-
-
 def _npy(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     """A features .npy plus a labels file."""
     feat_path = _require_file(spec.features, "features", "the (N, D) .npy of features")
     label_path = _require_file(spec.labels, "labels", "the labels (.npy, or text with one integer per line)")
-    labels = read_label_file(label_path)
+    labels = inputs.read_label_file(label_path)
     where = f"data.features {feat_path!r}"
     return _generic(
-        spec, _open_npy(feat_path, "features"), labels, None, None, None, where, where, f"data.labels {label_path!r}"
+        spec,
+        inputs.open_npy(feat_path, "features"),
+        labels,
+        None,
+        None,
+        None,
+        where,
+        where,
+        f"data.labels {label_path!r}",
     )
 
 
 def _generic(spec, features, labels, prototypes, class_names, file_wnids, where, feature_where, label_where):
     """Shared body of the npz / npy formats: check, map classes, draw, gather."""
-    _check_features(features, feature_where)
+    inputs.check_features(features, feature_where)
     named = file_wnids if file_wnids is not None else class_names
-    labels = _check_labels(np.asarray(labels), label_where, features.shape[0], None if named is None else len(named))
+    labels = inputs.check_labels(
+        np.asarray(labels), label_where, features.shape[0], None if named is None else len(named)
+    )
     k = len(named) if named is not None else int(max(labels.max(initial=-1), _max_label(prototypes)) + 1)
     if prototypes is not None:
         pf, pl = prototypes
-        _check_features(pf, f"{where} field 'prototype_features'")
+        inputs.check_features(pf, f"{where} field 'prototype_features'")
         if pf.shape[1] != features.shape[1]:
-            raise ValueError(
+            raise DataError(
                 f"{where} field 'prototype_features': expected width D = {features.shape[1]} like "
                 f"'features', found {pf.shape[1]}"
             )
-        prototypes = (pf, _check_labels(np.asarray(pl), f"{where} field 'prototype_labels'", pf.shape[0], k))
+        prototypes = (pf, inputs.check_labels(np.asarray(pl), f"{where} field 'prototype_labels'", pf.shape[0], k))
+    if named is None:
+        _check_every_class_occurs(labels, prototypes, k, label_where)
     labels, prototypes, wnids, k = _select_classes(spec, labels, prototypes, file_wnids, k, where)
     if class_names is None or file_wnids is not None:
         class_names = _names_of(wnids) if wnids is not None else [f"class_{c}" for c in range(k)]
     return _assemble(spec, features, labels, prototypes, class_names, wnids, k, where)
+
+
+def _check_every_class_occurs(labels, prototypes, k, where) -> None:
+    """Unnamed classes are 0..K-1 with K = max label + 1: each must occur (catches stray large labels)."""
+    present = np.unique(labels if prototypes is None else np.concatenate([labels, prototypes[1]]))
+    if present.size < k:
+        missing = np.setdiff1d(np.arange(min(k, present.size + 10)), present)[:10].tolist()
+        raise DataError(
+            f"{where}: labels run up to {k - 1} but classes {missing} do not occur ({k - present.size} of {k} "
+            "classes have no rows): without class names, labels must number the classes 0..K-1; renumber them"
+        )
 
 
 def _max_label(prototypes) -> int:
@@ -416,7 +376,7 @@ def _select_classes(spec, labels, prototypes, file_wnids, k, where):
         if not wanted:
             return labels, prototypes, None, k
         if len(wanted) != k:
-            raise ValueError(
+            raise DataError(
                 f"{where}: the file has {k} classes and no 'wnids', but the configured class list (experiment or "
                 f"wnids) has {len(wanted)}: expected labels indexing that list, or add a 'wnids' array to the file"
             )
@@ -425,7 +385,7 @@ def _select_classes(spec, labels, prototypes, file_wnids, k, where):
         return labels, prototypes, file_wnids, k
     unknown = [w for w in wanted if w not in file_wnids]
     if unknown:
-        raise ValueError(f"{where} field 'wnids': expected every configured wnid, found none for {unknown[:10]}")
+        raise DataError(f"{where} field 'wnids': expected every configured wnid, found none for {unknown[:10]}")
     remap = np.full(k, -1, np.int64)
     remap[[file_wnids.index(w) for w in wanted]] = np.arange(len(wanted))
     labels = remap[labels]
@@ -454,13 +414,13 @@ def _assemble(spec, features, labels, prototypes, class_names, wnids, k, where) 
     keep = pl >= 0
     missing = sorted(set(range(k)) - set(pl[keep].tolist()))
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{where} field 'prototype_labels': expected at least one prototype per class, found none "
             f"for classes {missing[:10]}"
         )
     items = np.concatenate([_cap(np.flatnonzero(labels == c), n_items, rng) for c in range(k)])
     if items.size == 0:
-        raise ValueError(f"{where} field 'labels': expected items of the selected classes, found none")
+        raise DataError(f"{where} field 'labels': expected items of the selected classes, found none")
     proto_rows = np.flatnonzero(keep)
     out = np.empty((items.size + proto_rows.size, features.shape[1]), np.float32)
     gather(features, items, where, out=out[: items.size])

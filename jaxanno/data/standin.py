@@ -23,22 +23,34 @@ reference MLP trained on 5 prototypes per class, and on all true labels, scores 
 the paper's learner scores on BYOL features (benchmarks/bench_standin_calibration.py
 measures it). Other widths and custom class lists use `DEFAULT_NOISE`, uncalibrated.
 Generation costs O(M D K) (a few seconds for ImageNet100 at width 2048), is deterministic
-in (classes, counts, width, seed, noise) and is cached on disk (written straight into a
-memory map) after first use.
+in (classes, counts, width, seed, noise) and is cached on disk after first use: written
+block by block with plain file I/O to a temp file that atomically replaces the cache file
+(never through a memory map, so a full disk is a clear error, not a SIGBUS), recorded with
+its size and digest, validated on every load and regenerated when bad (`load`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
+import json
 import os
 import pathlib
+import re
+import shutil
+import tempfile
+import time
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from jaxanno.data import amt
+from jaxanno.data import amt, inputs
+from jaxanno.data.inputs import DataError
 
 GROUP_AFFINITY = 1.0  # a: extra similarity of two classes of the same group
 CONFUSION_AFFINITY = 0.8  # b: extra similarity per unit of symmetrised human confusion
@@ -89,6 +101,15 @@ CALIBRATION: dict[tuple[str, int], tuple[float, float]] = {
 }
 DEFAULT_NOISE = (0.45, 0.45)
 _CHUNK_ROWS = 8192  # rows drawn per block: bounds the temporaries at width 2048 to ~64 MB
+STALE_TEMP_SECONDS = 3600.0  # temp files older than this in the cache folder are debris of killed runs
+# Temp files of cache writes, ours only (the cache folder may be a user's folder): '<name>.features.npy.tmpXXXX'
+# from `atomic_write`, and '<name>.features.tmp<pid>.npy' from earlier versions.
+TEMP_FILE_NAME = re.compile(r"[0-9a-f]{16}\.(features|labels|meta)(\.npy|\.json)?\.tmp")
+ABSENT = "absent"  # `cache_problem` of a set never cached: generated without a warning
+
+
+class CacheWarning(UserWarning):
+    """A stand-in cache was incomplete or corrupt and is being regenerated."""
 
 
 def class_counts(experiment: str | None, num_classes: int, cap: int | None) -> np.ndarray:
@@ -156,7 +177,7 @@ def draw(wnids: Sequence[str], per_class: np.ndarray, n_prototype_per_class: int
     """Labels, class means and signal basis of a stand-in set; `noise_blocks` continues it."""
     k = len(wnids)
     if width < k:
-        raise ValueError(f"stand-in width data.feature_dim={width} must be at least the number of classes ({k})")
+        raise DataError(f"stand-in width data.feature_dim={width} must be at least the number of classes ({k})")
     rng = np.random.default_rng([seed, _seed(" ".join(wnids)), width])
     means = class_means(class_similarity(wnids)).astype(np.float32)
     basis = signal_basis(rng, width, k)
@@ -185,6 +206,14 @@ def compose(mean_rows, z, basis, signal_std, nuisance_std):
     return (mean_rows + (signal_std - nuisance_std) * (z @ basis.T)) @ basis + nuisance_std * z
 
 
+def feature_blocks(d: Draw, noise: tuple[float, float]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, features) float32 blocks of the stand-in set drawn by `d` (see `generate`)."""
+    signal_std, nuisance_std = (np.float32(v) for v in noise)
+    for start, stop, z in noise_blocks(d):
+        block = compose(d.means[d.labels[start:stop]], z, d.basis, signal_std, nuisance_std)
+        yield start, stop, np.asarray(block, np.float32)
+
+
 def generate(
     wnids: Sequence[str],
     per_class: np.ndarray,
@@ -204,16 +233,15 @@ def generate(
     rows: a few seconds). The same arguments give identical features.
 
     Args:
-      out: optional (M, D) float32 array (e.g. a memory map) to write into.
+      out: optional (M, D) float32 array to write into.
     Returns:
       features (M, D) float32 with items first then prototypes, labels (M,) int32 and
       is_prototype (M,) bool, where M = sum(per_class) + K * n_prototype_per_class.
     """
     d = draw(wnids, per_class, n_prototype_per_class, width, seed)
-    signal_std, nuisance_std = (np.float32(v) for v in noise)
     features = np.empty((d.labels.size, width), np.float32) if out is None else out
-    for start, stop, z in noise_blocks(d):
-        features[start:stop] = compose(d.means[d.labels[start:stop]], z, d.basis, signal_std, nuisance_std)
+    for start, stop, block in feature_blocks(d, noise):
+        features[start:stop] = block
     return features, d.labels, np.arange(d.labels.size) >= d.num_items
 
 
@@ -222,6 +250,14 @@ def cache_dir(path: str = "") -> pathlib.Path:
         return pathlib.Path(path)
     root = os.environ.get("JAXANNO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxanno"))
     return pathlib.Path(root) / "standin"
+
+
+class CacheFiles(NamedTuple):
+    """The files of one cached stand-in set; `meta` (sizes and digests) is written last."""
+
+    features: pathlib.Path  # (M, D) float32 .npy
+    labels: pathlib.Path  # (M,) int32 .npy
+    meta: pathlib.Path  # JSON: tag, and per array file its size in bytes and `inputs.file_digest`
 
 
 def load(
@@ -235,33 +271,164 @@ def load(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The (cached) stand-in set of an experiment.
 
+    The cache is validated before use (sizes and digests recorded when it was written; see
+    `cache_problem`); a missing, truncated or corrupt cache is regenerated, with a
+    `CacheWarning` unless it was simply absent. Temp files older than `STALE_TEMP_SECONDS`
+    left in the cache folder by killed runs are removed first.
+
     Returns:
       features (M, D) float32 (memory-mapped from the cache), labels (M,) int32 and the
       number of items N (the first N rows; the rest are prototypes).
+    Raises:
+      DataError: the cache folder cannot hold the set (no room, not writable).
     """
-    per_class = class_counts(experiment, len(wnids), n_data_per_class)
+    k = len(wnids)
+    if width < k:
+        raise DataError(f"stand-in width data.feature_dim={width} must be at least the number of classes ({k})")
+    per_class = class_counts(experiment, k, n_data_per_class)
     noise = noise_levels(experiment, width)
     geometry = (GROUP_AFFINITY, CONFUSION_AFFINITY, TAIL_DOF)
     tag = f"{' '.join(wnids)}|{per_class.tolist()}|{n_prototype_per_class}|{width}|{seed}|{noise}|{geometry}|v2"
     name = hashlib.sha1(tag.encode()).hexdigest()[:16]
     folder = cache_dir(cache)
-    feat_path, label_path = folder / f"{name}.features.npy", folder / f"{name}.labels.npy"
-    if not (feat_path.exists() and label_path.exists()):
-        folder.mkdir(parents=True, exist_ok=True)
-        num_rows = int(per_class.sum()) + len(wnids) * n_prototype_per_class
-        tmp = feat_path.with_suffix(f".tmp{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(num_rows, width))
-        _, labels, _ = generate(wnids, per_class, n_prototype_per_class, width, seed, noise, out=out)
-        out.flush()
-        del out
-        os.replace(tmp, feat_path)  # written straight to disk: never two copies in memory
-        _atomic_save(label_path, labels)
-    features = np.load(feat_path, mmap_mode="r")
-    labels = np.load(label_path)
+    paths = CacheFiles(*(folder / f"{name}.{suffix}" for suffix in ("features.npy", "labels.npy", "meta.json")))
+    num_rows = int(per_class.sum()) + k * n_prototype_per_class
+    sweep_stale_temp_files(folder)
+    problem = cache_problem(paths, tag, (num_rows, width))
+    if problem is not None:
+        if problem != ABSENT:
+            warnings.warn(f"stand-in cache {folder / name}.*: {problem}; regenerating it", CacheWarning, stacklevel=3)
+        _write_cache(paths, tag, draw(wnids, per_class, n_prototype_per_class, width, seed), noise)
+    features = np.load(paths.features, mmap_mode="r")
+    labels = np.load(paths.labels)
     return features, labels, int(per_class.sum())
 
 
-def _atomic_save(path: pathlib.Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The bytes `numpy.save` writes before the data of a C-ordered array (format 1.0)."""
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def _file_sizes(shape: tuple[int, int]) -> tuple[int, int]:
+    """Bytes of the features and labels files of an (M, D) stand-in set."""
+    rows, width = shape
+    return (
+        len(_npy_header(shape, np.float32)) + rows * width * 4,
+        len(_npy_header((rows,), np.int32)) + rows * 4,
+    )
+
+
+def cache_problem(paths: CacheFiles, tag: str, shape: tuple[int, int]) -> str | None:
+    """None when the cached set is complete and intact, else what is wrong (`ABSENT`: no files).
+
+    Checks that all three files exist, that the meta file parses and belongs to `tag`, and
+    that each array file has the size its shape implies and the digest recorded when it
+    was written (`inputs.file_digest` without mtime: every byte up to 256 MiB, sampled above).
+    """
+    present = [p.exists() for p in paths]
+    if not any(present):
+        return ABSENT
+    if not (present[0] and present[1]):
+        return "the features or labels file is missing"
+    try:
+        meta = json.loads(paths.meta.read_text())
+        recorded = {key: (int(meta[key]["bytes"]), str(meta[key]["digest"])) for key in ("features", "labels")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its checksum file is missing or unreadable (an older version wrote it, or a run was interrupted)"
+    if meta.get("tag") != tag:
+        return "its checksum file belongs to another stand-in set"
+    for key, path, size in zip(("features", "labels"), paths[:2], _file_sizes(shape)):
+        actual = path.stat().st_size
+        if actual != size or recorded[key][0] != size:
+            return f"the {key} file has size {actual} bytes, expected {size} (truncated or incomplete)"
+        if inputs.file_digest(str(path), with_mtime=False) != recorded[key][1]:
+            return f"the {key} file does not match its checksum (corrupt)"
+    return None
+
+
+def sweep_stale_temp_files(folder: pathlib.Path, max_age: float = STALE_TEMP_SECONDS) -> list[pathlib.Path]:
+    """Remove cache temp files (`TEMP_FILE_NAME`) older than `max_age` seconds from `folder`.
+
+    They are left by runs killed while writing; younger ones may belong to a run writing now.
+    """
+    removed = []
+    if not folder.is_dir():
+        return removed
+    cutoff = time.time() - max_age
+    for path in folder.glob("*.tmp*"):
+        with contextlib.suppress(OSError):  # already gone, or not ours to remove
+            if TEMP_FILE_NAME.match(path.name) and path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_write(path: pathlib.Path) -> Iterator[BinaryIO]:
+    """A binary file that becomes `path` only once completely written and synced.
+
+    Writes go to a temp file in the same folder (plain file I/O, never a memory map, so a
+    full disk is an OSError rather than a SIGBUS) that replaces `path` atomically; on any
+    exception, KeyboardInterrupt included, the temp file is removed.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_cache(paths: CacheFiles, tag: str, d: Draw, noise: tuple[float, float]) -> None:
+    """Write a stand-in set block by block (features, labels, then the meta file), atomically."""
+    folder = paths.features.parent
+    shape = (d.labels.size, d.basis.shape[1])
+    sizes = _file_sizes(shape)
+    needed = sum(sizes) + 4096
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            raise DataError(
+                f"stand-in cache folder {folder}: needs {needed} bytes ({needed / 2**20:.1f} MiB) for this stand-in "
+                f"set but only {free} are free; free some space or set data.cache_dir (or JAXANNO_CACHE) to a "
+                "folder with room"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            paths.meta.unlink()  # no stale meta may vouch for files being replaced
+        with atomic_write(paths.features) as f:
+            f.write(_npy_header(shape, np.float32))
+            for _, _, block in feature_blocks(d, noise):
+                f.write(np.ascontiguousarray(block).data)
+        with atomic_write(paths.labels) as f:
+            f.write(_npy_header((shape[0],), np.int32))
+            f.write(np.ascontiguousarray(d.labels, "<i4").data)
+        meta = {"tag": tag, "digest": "inputs.file_digest(with_mtime=False)"}
+        for key, path, size in zip(("features", "labels"), paths[:2], sizes):
+            meta[key] = {"bytes": size, "digest": inputs.file_digest(str(path), with_mtime=False)}
+        with atomic_write(paths.meta) as f:
+            f.write(json.dumps(meta, indent=1).encode())
+    except OSError as err:
+        raise _write_error(folder, needed, err) from err
+
+
+def _write_error(folder: pathlib.Path, needed: int, err: OSError) -> DataError:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(
+            f"stand-in cache folder {folder}: disk full ({err.strerror}) while writing {needed} bytes of stand-in "
+            "features (the partial file was removed); free some space or set data.cache_dir (or JAXANNO_CACHE) to "
+            "a folder with room"
+        )
+    return DataError(
+        f"stand-in cache folder {folder}: cannot write the cache ({err.strerror or err}: {err.filename}); set "
+        "data.cache_dir (or JAXANNO_CACHE) to a writable folder"
+    )
