@@ -1,6 +1,6 @@
-"""Accuracy and calibration of beliefs, as the reference logs them after every step.
+"""Accuracy and calibration of beliefs, as the original implementation logs them after every step.
 
-* top-k: the true class is among the k highest beliefs. Ties are ranked as the reference's
+* top-k: the true class is among the k highest beliefs. Ties are ranked as the original's
   reversed stable argsort ranks them (the higher class index first), so an item with a
   uniform belief counts as predicting class K-1.
 * ECE: 10 equal-width bins (lower, upper] over the arg-max confidence.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxanno import em
+from jaxanno import ops
 from jaxanno.types import BeliefMetrics, SubsetMetrics
 
 ECE_BINS = 10
@@ -75,7 +75,7 @@ def belief_metrics(belief: jax.Array, labels: jax.Array, confident: jax.Array) -
     """
     rank = true_class_rank(belief, labels)
     confidence = belief.max(-1)
-    argmax_correct = em.first_argmax(belief) == labels
+    argmax_correct = ops.first_argmax(belief) == labels
     everyone = jnp.ones_like(confident)
     return BeliefMetrics(
         all=subset_metrics(rank, confidence, argmax_correct, everyone),
