@@ -76,12 +76,12 @@ def _compose_config():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from jaxanno import cli, distributed  # after flag parsing: keeps --help fast
+    from jaxanno import distributed, runner  # after flag parsing: keeps --help fast
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
     cfg = _compose_config()
     workdir = _WORKDIR.value or os.path.join("runs", f"{cfg.experiment or 'custom'}-{cfg.method}")
-    code = cli.simulate(cfg, workdir, quiet=_QUIET.value, report=_REPORT.value)
+    code = runner.run_launch(cfg, workdir, quiet=_QUIET.value, report=_REPORT.value)
     sys.exit(code)
 
 

@@ -16,7 +16,6 @@ Library modules never see a ConfigDict. This module
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib
 import itertools
 import math
@@ -553,14 +552,6 @@ def _merge(cfg, d: Mapping[str, Any], prefix: str) -> None:
             cfg[key] = tuple(value)
         else:
             cfg[key] = tuple(value) if isinstance(value, list) else value
-
-
-def static_fields(static: types.Static) -> dict[str, Any]:
-    """`Static` as a flat JSON-friendly dict (the learner module by its repr)."""
-    out = dataclasses.asdict(static)
-    if static.learner is not None:
-        out["learner"]["model"] = repr(static.learner.model)
-    return out
 
 
 def apply_preset_names(cfg: config_dict.ConfigDict, names: str) -> config_dict.ConfigDict:

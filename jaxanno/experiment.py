@@ -1,5 +1,5 @@
 """Running experiments: problem set-up, the vmapped and sharded lanes, the jitted chunk,
-the driver loop, and result tables. No absl here; `launch.py` is the command line.
+and the driver loop. No absl and no files here (see `runner`).
 
 Lanes: a launch's (grid point, seed) pairs are flattened into one lane axis,
 ``lane = grid * S + seed_index``, padded to a multiple of the device count and sharded
@@ -22,13 +22,12 @@ from typing import Any
 
 import jax
 import numpy as np
-import pandas as pd
 from jax.sharding import Mesh
 from ml_collections import config_dict
 
 from jaxanno import config as config_lib
 from jaxanno import data as data_lib
-from jaxanno import distributed, sim, types
+from jaxanno import distributed, results, sim, types
 
 
 @dataclasses.dataclass
@@ -79,8 +78,15 @@ def data_spec(cfg: config_dict.ConfigDict) -> data_lib.DataSpec:
     )
 
 
-def _lanes(grid: types.Params, num_grid: int, seeds: Sequence[int], padded: int):
-    """Per-lane host params and seeds, lane = grid * S + seed index, padded with lane 0."""
+def lane_inputs(grid: types.Params, num_grid: int, seeds: Sequence[int], padded: int):
+    """Per-lane host params and seeds, lane = grid * S + seed index, padded with lane 0.
+
+    Args:
+      grid: host `Params` with leaves of shape (G,); seeds: the S seeds; padded: L_pad >= G * S.
+
+    Returns:
+      (`Params` with leaves (L_pad,), (L_pad,) uint32 seeds).
+    """
     s = len(seeds)
     order = np.arange(padded) % (num_grid * s)
     params = jax.tree.map(lambda col: np.asarray(col)[order // s], grid)
@@ -111,7 +117,7 @@ def prepare(cfg: config_dict.ConfigDict, mesh: Mesh | None = None) -> Problem:
     max_steps = cfg.run.max_steps if cfg.run.max_steps > 0 else config_lib.default_max_steps(cfg, features.num_items)
     seeds = [cfg.run.seed + i for i in range(cfg.run.num_seeds)]
     mesh = mesh or distributed.lane_mesh()
-    params, lane_seeds = _lanes(grid, len(points), seeds, distributed.padded_lanes(len(points) * len(seeds), mesh))
+    params, lane_seeds = lane_inputs(grid, len(points), seeds, distributed.padded_lanes(len(points) * len(seeds), mesh))
     return Problem(
         cfg=cfg,
         static=static,
@@ -221,7 +227,7 @@ def run(
     step, t0 = start_step, time.perf_counter()
     while step < problem.max_steps:
         state, m = advance(problem, state, step, chunk)
-        metrics.append(flatten_metrics(problem.by_grid_seed(distributed.gather(m))))
+        metrics.append(results.flatten_metrics(problem.by_grid_seed(distributed.gather(m))))
         step += chunk
         done = problem.by_grid_seed(distributed.gather(state.done))
         if on_chunk is not None:
@@ -229,98 +235,3 @@ def run(
         if bool(np.all(done)):
             break
     return RunResult(state=state, metrics=metrics, steps_run=step, wall_seconds=time.perf_counter() - t0)
-
-
-def flatten_metrics(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    """NamedTuple metrics -> {'aggregate/all/top1': array, ...} (None fields skipped)."""
-    if hasattr(tree, "_fields"):
-        out: dict[str, np.ndarray] = {}
-        for name in tree._fields:
-            value = getattr(tree, name)
-            if value is not None:
-                out.update(flatten_metrics(value, f"{prefix}{name}/"))
-        return out
-    return {prefix.rstrip("/"): np.asarray(tree)}
-
-
-def metrics_frame(problem: Problem, metrics: Sequence[dict[str, np.ndarray]]) -> pd.DataFrame:
-    """Long table, one row per (grid point, seed, logged step); inactive rows dropped.
-
-    Columns: grid, seed, the grid point's swept settings, then every metric
-    ('cost', 'aggregate/all/top1', 'learner/confident/ece', ...).
-    """
-    cols = {name: np.concatenate([m[name] for m in metrics], axis=-1) for name in metrics[0]}
-    g, s, t = cols["step"].shape
-    frame = pd.DataFrame({k: v.reshape(-1) for k, v in cols.items()})
-    frame.insert(0, "seed", np.repeat(np.asarray(problem.seeds), t)[None].repeat(g, 0).reshape(-1))
-    frame.insert(0, "grid", np.repeat(np.arange(g), s * t))
-    for field in sorted({k for p in problem.points for k in p}):
-        frame.insert(2, field, np.repeat([p[field] for p in problem.points], s * t))
-    frame = frame[frame["active"]].drop(columns="active")
-    return frame.reset_index(drop=True)
-
-
-def accuracy_at(frame: pd.DataFrame, levels: Sequence[float], column: str = "aggregate/all/top1") -> pd.DataFrame:
-    """Accuracy of every (grid, seed) run at given labels-per-item levels (interpolated).
-
-    NaN where a run stopped before reaching a level.
-    """
-    rows = []
-    for (grid, seed), run in frame.groupby(["grid", "seed"]):
-        x, y = run["cost_per_item"].to_numpy(), run[column].to_numpy()
-        row = {"grid": grid, "seed": seed}
-        for level in levels:
-            row[f"{level:g}"] = float(np.interp(level, x, y)) if level <= x.max() else np.nan
-        row["end"] = float(y[-1])
-        row["end_cost_per_item"] = float(x[-1])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def summary_table(problem: Problem, frame: pd.DataFrame, levels: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 2.5)) -> str:
-    """Markdown: mean +- std over seeds of top-1 accuracy at a few labels-per-item levels."""
-    acc = accuracy_at(frame, levels)
-    cols = [f"{lv:g}" for lv in levels] + ["end"]
-    header = "| grid | settings | " + " | ".join(f"acc@{c}" for c in cols) + " | labels/item at end |"
-    lines = [header, "|" + "---|" * (len(cols) + 3)]
-    for grid, runs in acc.groupby("grid"):
-        settings = ", ".join(f"{k}={v:g}" for k, v in problem.points[grid].items()) or "-"
-        cells = []
-        for c in cols:
-            v = runs[c].dropna()
-            cells.append(f"{100 * v.mean():.1f} ± {100 * v.std(ddof=0):.1f}" if len(v) else "-")
-        end = runs["end_cost_per_item"]
-        lines.append(f"| {grid} | {settings} | " + " | ".join(cells) + f" | {end.mean():.2f} ± {end.std(ddof=0):.2f} |")
-    return "\n".join(lines)
-
-
-def runs_frame(problem: Problem, state: types.SimState, frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (grid point, seed): how the run ended and where the early stopper fired.
-
-    Columns: grid, seed, swept settings, steps, stop_reason, cost_per_item,
-    'aggregate/all/top1' (and 'learner/all/top1') at the end, early_stop_step and
-    early_stop_cost_per_item (NaN when the stopper never fired).
-    """
-    st = problem.by_grid_seed(distributed.gather(state))
-    n = problem.static.num_items
-    last = frame.groupby(["grid", "seed"]).tail(1).set_index(["grid", "seed"])
-    rows = []
-    for g, point in enumerate(problem.points):
-        for s, seed in enumerate(problem.seeds):
-            fired = int(st.stopper.fired_step[g, s])
-            end = last.loc[(g, seed)]
-            row = {
-                "grid": g,
-                "seed": seed,
-                **point,
-                "steps": int(st.step[g, s]),
-                "stop_reason": types.STOP_REASONS[int(st.stop_reason[g, s])],
-                "cost_per_item": float(end["cost_per_item"]),
-                "aggregate/all/top1": float(end["aggregate/all/top1"]),
-                "early_stop_step": fired if fired >= 0 else np.nan,
-                "early_stop_cost_per_item": int(st.stopper.fired_cost[g, s]) / n if fired >= 0 else np.nan,
-            }
-            if "learner/all/top1" in end:
-                row["learner/all/top1"] = float(end["learner/all/top1"])
-            rows.append(row)
-    return pd.DataFrame(rows)
