@@ -274,7 +274,8 @@ def test_real_workers_need_classes_with_real_worker_data(reference):
 
 
 def _reference_config(feat_path, list_path, **overrides):
-    cfg = test_config.get_config("efficient_annotation")
+    cfg = test_config.get_config()
+    cfg.method = "efficient_annotation"
     cfg.experiment = ""
     cfg.data.source, cfg.data.features, cfg.data.image_list = "reference", feat_path, list_path
     cfg.wnids = " ".join(CLASSES)
