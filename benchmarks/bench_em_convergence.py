@@ -39,7 +39,8 @@ TRACE_STEPS = 30
 
 def online_problem(width: int, seed: int) -> dict[str, Any]:
     """Labels, learner prior and previous counts of one online step of the Vertebrate stand-in."""
-    cfg = config.apply_preset_names(config.default_config(), "imagenet_split_1,efficient_annotation")
+    cfg = config.default_config()
+    cfg.experiment, cfg.method = "imagenet_split_1", "efficient_annotation"
     cfg.run.num_seeds, cfg.run.seed, cfg.data.feature_dim = 1, seed, width
     cfg.run.chunk_steps = 1
     problem = experiment.prepare(cfg)

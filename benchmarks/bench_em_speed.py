@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 import common
-from jaxanno import config, em, types
+from jaxanno import em, experiment, types
 
 CLASSIC = types.EMStatic(m_step="soft", criterion="elbo", class_prior="learned", init="majority_vote", max_em_steps=100)
 REFERENCE = types.EMStatic(m_step="hard", criterion="soft", class_prior="uniform", init="prior", max_em_steps=10)
@@ -73,7 +73,7 @@ def synthetic_workload(name: str) -> dict[str, Any]:
 
 
 def _static(w: dict[str, Any], em_static: types.EMStatic) -> types.Static:
-    em_static = dataclasses.replace(em_static, item_block=config.item_block(-1))
+    em_static = dataclasses.replace(em_static, item_block=experiment.item_block(-1))
     return types.Static(
         num_items=w["num_items"],
         num_prototypes=0,

@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import common  # noqa: E402
 from jaxanno import config, learner, metrics  # noqa: E402
+from jaxanno import experiment as experiment_lib  # noqa: E402
 from jaxanno.data import standin  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -110,14 +111,15 @@ class Problem(NamedTuple):
 
 def problem(experiment: str, width: int) -> Problem:
     """Static / Params of the paper's method on an experiment's stand-in sizes."""
-    cfg = config.apply_preset_names(config.default_config(), f"{experiment},efficient_annotation")
+    cfg = config.default_config()
+    cfg.experiment, cfg.method = experiment, "efficient_annotation"
     cfg.data.feature_dim = width
     cfg = config.resolve(cfg)
     wnids = cfg.wnids.split()
     per_class = standin.class_counts(experiment, len(wnids), cfg.n_data_per_class)
     n, p = int(per_class.sum()), len(wnids) * cfg.n_prototype_per_class
-    static = config.to_static(cfg, n, p, len(wnids), width)
-    return Problem(static, config.to_params(cfg), wnids, per_class, cfg.n_prototype_per_class)
+    static = experiment_lib.to_static(cfg, n, p, len(wnids), width)
+    return Problem(static, experiment_lib.to_params(cfg), wnids, per_class, cfg.n_prototype_per_class)
 
 
 def _fit_scores(static, params, features, labels, key, posterior, annotated):

@@ -22,7 +22,8 @@ from jaxanno import config, experiment, outputs
 
 
 def measure(experiment_name: str, method: str, seeds: int, chunks: int, chunk_steps: int, width: int) -> dict[str, Any]:
-    cfg = config.apply_preset_names(config.default_config(), f"{experiment_name},{method}")
+    cfg = config.default_config()
+    cfg.experiment, cfg.method = experiment_name, method
     cfg.run.num_seeds = seeds
     cfg.run.chunk_steps = chunk_steps
     cfg.data.feature_dim = width

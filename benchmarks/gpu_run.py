@@ -53,13 +53,14 @@ def em_floor(tiny: bool) -> list:
 
 
 def _problem(seeds: int, tiny: bool, width: int = 2048) -> experiment.Problem:
-    cfg = config.apply_preset_names(config.default_config(), "imagenet_100_classes,efficient_annotation")
+    cfg = config.default_config()
+    cfg.experiment, cfg.method = "imagenet_100_classes", "efficient_annotation"
     cfg.run.num_seeds = seeds
     cfg.run.chunk_steps = 8
     cfg.data.feature_dim = width
     cfg.online.budget = 125689  # to 1 label per image
     if tiny:
-        cfg = config.apply_preset_names(cfg, "imagenet_split_1")
+        cfg.experiment = "imagenet_split_1"
         cfg.n_data_per_class = 100
         cfg.data.feature_dim = 128
         cfg.online.n_hits_per_step = 5

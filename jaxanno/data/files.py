@@ -67,7 +67,7 @@ def load(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     """
     loaders = {"reference": _reference, "npz": _npz, "npy": _npy}
     if spec.source not in loaders:
-        raise DataError(f"data.source={spec.source!r}: expected one of {['standin', *loaders]}")
+        raise DataError(f"data.source={spec.source!r}: expected one of {list(data_lib.SOURCES)}")
     if spec.n_data_distraction_per_class > 0 and spec.source != "reference":
         raise DataError(
             f"n_data_distraction_per_class={spec.n_data_distraction_per_class} needs data.source='reference' "
