@@ -9,7 +9,7 @@ Problems:
 Variants: M-step hard (reference) or soft (classic), with or without the learner prior,
 cold start (counts reset, as the reference) or warm start (the previous online step's
 counts, `optimizer.warm_start`). For each: the observed-label log-likelihood and the
-number of changed labels per iteration (`em.run_em` traces), the iterations and time the
+number of changed labels per iteration (`em.solve` traces), the iterations and time the
 reference's stopping rule needs (|change of the mean label likelihood| < 1e-3), and the
 accuracy of the result. Writes a table and a plot.
 
@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import bench_em_speed  # noqa: E402
 import common  # noqa: E402
-from jaxanno import config, em, experiment, types  # noqa: E402
+from jaxanno import config, dawid_skene, em, experiment, types  # noqa: E402
 
 TRACE_STEPS = 30
 
@@ -58,7 +58,7 @@ def online_problem(width: int, seed: int) -> dict[str, Any]:
         static=problem.static,
         annotations=final.annotations,
         prior=final.workers.prior_alpha,
-        learner=em.learner_log_prior(jnp.asarray(before.learner.probs), n),
+        learner=dawid_skene.learner_log_prior(jnp.asarray(before.learner.probs), n),
         warm_counts=before.em.counts,
         truth=np.asarray(problem.features.labels[:n]),
     )
@@ -96,7 +96,7 @@ def solve(p: dict[str, Any], m_step: str, use_learner: bool, warm: bool, max_ste
     learner = p["learner"] if use_learner else None
 
     def run(ann, prior, counts, learner):
-        res = em.run_em(static, params, ann, prior, counts, log_prior, learner, jax.random.key(0), with_trace=trace)
+        res = em.solve(static, params, ann, prior, counts, log_prior, learner, jax.random.key(0), with_trace=trace)
         post = em.posterior(static, params, ann, prior + res.counts, res.log_class_prior, learner)
         return res, post
 

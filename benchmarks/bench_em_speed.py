@@ -125,7 +125,7 @@ def _solve_fn(static: types.Static, params: types.Params):
         zero = jnp.zeros((static.num_workers, static.num_classes, static.num_classes), jnp.float32)
         log_prior = jnp.full((static.num_classes,), -np.log(static.num_classes), jnp.float32)
         counts, log_prior = em.initial_counts(static, ann, zero, log_prior, jax.random.key(0))
-        res = em.run_em(static, params, ann, prior, counts, log_prior, learner, jax.random.key(1))
+        res = em.run(static, params, ann, prior, counts, log_prior, learner, jax.random.key(1))
         return res.counts, res.iterations
 
     return jax.vmap(one, in_axes=(0, 0, None))

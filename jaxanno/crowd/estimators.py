@@ -26,8 +26,9 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxanno import em, learner, types
+from jaxanno import dawid_skene, learner, types
 from jaxanno.crowd.fitting import (
+    WORKER_PRIORS,
     Fit,
     host_key,
     iteration_capacity,
@@ -40,7 +41,7 @@ from jaxanno.crowd.table import FeatureInput, LabelTable, Problem, encode, prepa
 from jaxanno.types import EMStatic, LearnerStatic, Params, Static, make_params
 
 AUTO_VAL_PER_CLASS = 10  # validation rows per class moved from training when there is no gold
-_majority_vote = jax.jit(em.majority_vote, static_argnums=1)
+_majority_vote = jax.jit(dawid_skene.majority_vote, static_argnums=1)
 
 
 def _proba_frame(posterior: np.ndarray, tasks: pd.Index, classes: pd.Index) -> pd.DataFrame:
@@ -179,20 +180,15 @@ class DawidSkene:
     def check_options(self) -> None:
         """Raise ValueError for an unknown option value (before any input is read).
 
-        The EM options are checked by `EMStatic` itself; the learner's against the tuples
-        of `jaxanno.types`.
+        The EM options are checked by `EMStatic` itself, the others with
+        `types.check_option` against the tuples of `jaxanno.types`.
         """
         self._em_options()
-        if self.learner not in (None, "mlp"):
-            raise ValueError(f"learner: expected 'mlp' or None, found {self.learner!r}")
-        if self.learner_semi_supervised not in types.SEMI_SUPERVISED:
-            raise ValueError(
-                f"learner_semi_supervised: expected one of {types.SEMI_SUPERVISED}, "
-                f"found {self.learner_semi_supervised!r}"
-            )
+        types.check_option("DawidSkene", "learner", self.learner, ("mlp", None))
+        types.check_option("DawidSkene", "learner_semi_supervised", self.learner_semi_supervised, types.SEMI_SUPERVISED)
+        types.check_option("DawidSkene", "worker_prior", self.worker_prior, (None, *WORKER_PRIORS))
         for name in ("n_iter", "learner_rounds", "learner_epochs"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, found {getattr(self, name)}")
+            types.check_at_least("DawidSkene", name, getattr(self, name), 1)
 
     def _em_options(self) -> EMStatic:
         return EMStatic(
@@ -290,12 +286,12 @@ class DawidSkene:
         if use_learner:
             lstatic = self._learner_static(static, problem)
             inputs = learner_inputs(problem)
-            state = learner.init_state(lstatic)
+            output = learner.init_output(lstatic)
             rounds = int(self.learner_rounds)
             for r in range(rounds):
-                fit, state = learner_round(static, lstatic, params, table.annotations, prior, gold, inputs, fit,
-                                           state, key, np.int32(r), limit, resolve=r + 1 < rounds)  # fmt: skip
-            probs = np.asarray(state.probs)
+                fit, output = learner_round(static, lstatic, params, table.annotations, prior, gold, inputs, fit,
+                                            output, key, np.int32(r), limit, resolve=r + 1 < rounds)  # fmt: skip
+            probs = np.asarray(output.probs)
         self._store(problem, jax.device_get(fit), fit, probs)
         return self
 

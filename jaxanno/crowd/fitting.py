@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxanno import em, learner, types, workers
+from jaxanno import dawid_skene, em, learner, types, workers
 from jaxanno.crowd.table import LabelTable, Problem
-from jaxanno.types import AnnotationState, CrowdStats, LearnerState, Params, Static
+from jaxanno.types import AnnotationState, CrowdStats, LearnerOutput, Params, Static
 
 # Worker priors a crowd fit can build: the 'heterogeneous_*' types need each worker's true
 # matrix, which only the simulator has.
@@ -67,7 +67,7 @@ def _report(static, params, annotations, prior_alpha, log_learner, gold, solutio
     posterior = solution.posterior
     if final_e_step:
         posterior = em.posterior(static, params, annotations, alpha, solution.log_class_prior, log_learner, gold)
-    return Fit(solution=solution, posterior=posterior, alpha=alpha, confusion=em.confusion(alpha))
+    return Fit(solution=solution, posterior=posterior, alpha=alpha, confusion=dawid_skene.confusion(alpha))
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames="final_e_step")
@@ -129,12 +129,12 @@ def learner_round(
     gold: jax.Array,
     inputs: LearnerInputs,
     fit: Fit,
-    state: LearnerState,
+    previous: LearnerOutput,
     key: jax.Array,
     round_index: jax.Array,
     max_iterations: jax.Array,
     resolve: bool,
-) -> tuple[Fit, LearnerState]:
+) -> tuple[Fit, LearnerOutput]:
     """One round of the paper's add_annotation path: fit the learner on the posterior,
     then (with `resolve`) EM again with its probabilities as a prior, else one fresh
     E-step with them.
@@ -146,15 +146,15 @@ def learner_round(
     k_fit, k_em = jax.random.split(jax.random.fold_in(key, 1 + round_index))
     uniform = jnp.full((static.num_classes,), 1.0 / static.num_classes)
     shown = jnp.where(inputs.is_gold[:, None], uniform, fit.posterior)
-    state = learner.fit_predict(learner_static, params, inputs.features, shown, inputs.prototype_labels,
-                                inputs.train_items, state, k_fit)  # fmt: skip
-    log_learner = em.learner_log_prior(state.probs, static.num_items)
+    output = learner.fit_predict(learner_static, params, inputs.features, shown, inputs.prototype_labels,
+                                 inputs.train_items, previous, k_fit)  # fmt: skip
+    log_learner = dawid_skene.learner_log_prior(output.probs, static.num_items)
     if resolve:
         fit = solve(static, params, annotations, prior_alpha, log_learner, gold, k_em, max_iterations,
                     final_e_step=True)  # fmt: skip
     else:
         fit = _report(static, params, annotations, prior_alpha, log_learner, gold, fit.solution, True)
-    return fit, state
+    return fit, output
 
 
 def learner_inputs(problem: Problem) -> LearnerInputs:
@@ -190,8 +190,7 @@ def worker_prior_alpha(
     shape = (static.num_workers, static.num_classes, static.num_classes)
     if prior is None:
         return jax.device_put(np.zeros(shape, np.float32))
-    if prior not in WORKER_PRIORS:
-        raise ValueError(f"worker_prior: expected None or one of {WORKER_PRIORS}, found {prior!r}")
+    types.check_option("DawidSkene", "worker_prior", prior, WORKER_PRIORS)
     global_counts = gold_confusion_counts(table, gold_codes)
     if prior != "predefined_homegeneous" and global_counts.sum() == 0:
         raise ValueError(
