@@ -163,7 +163,8 @@ def learner_inputs(problem: Problem) -> LearnerInputs:
     n_pad = problem.gold_codes.shape[0]
     real = np.arange(n_pad) < table.num_items
     is_gold = problem.gold_codes >= 0
-    train = (np.asarray(table.annotations.item_count) > 0) & ~is_gold & real
+    labelled = np.bincount(table.task_code, minlength=n_pad) > 0
+    train = labelled & ~is_gold & real
     return jax.device_put(LearnerInputs(problem.features, problem.prototype_labels, train, is_gold))
 
 
