@@ -1,14 +1,16 @@
 """jaxanno.crowd.DawidSkene vs crowd-kit's DawidSkene: fit time and accuracy, side by side.
 
     python benchmarks/bench_crowd_fit.py [--quick] [--repeats=3] [--synthetic_tasks=200000,2000000] [--tag=h200]
+        [--out=benchmarks/results]
 
 Datasets: RTE and Bluebirds (tests/data, real crowds) and synthetic sets of one million
 labels (200,000 tasks x 5 distinct workers out of 500, K = 5 and 10, worker accuracy
-U(0.55, 0.95); `crowd.simulate_labels`). Both libraries get the same DataFrame and the same
+U(0.55, 0.95); `tests.helpers.simulate_labels`). Both libraries get the same DataFrame and the same
 settings (n_iter=100, tol=1e-5) in the same process, alternately, so the ratio is measured
 under the same machine load.
 
 Reported per dataset:
+  programs      programs compiled by the first fit on the dataset (`outputs.count_compiles`)
   compile_s     AOT `lower().compile()` of the EM program (jaxanno; paid once per shape bucket)
   fit_s         warm `DawidSkene().fit(df)`, end to end: checking and encoding the table,
                 EM on the device, pandas results (median of the repeats)
@@ -17,7 +19,7 @@ Reported per dataset:
   speedup       crowdkit_s / fit_s (crowd-kit always runs on the CPU)
   iterations and accuracy against the gold labels, for each library
 
-Results go to benchmarks/results/crowd_fit.{json,md} with device and versions.
+Results go to benchmarks/results/crowd_fit.{json,md} (or --out) with device and versions.
 """
 
 from __future__ import annotations
@@ -25,18 +27,18 @@ from __future__ import annotations
 import argparse
 import pathlib
 import statistics
-import sys
 import time
 import warnings
 
 import jax
+import numpy as np
 import pandas as pd
 
+import common
+from jaxanno import crowd, outputs
+from tests.helpers import simulate_labels
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from jaxanno import crowd, outputs  # noqa: E402
-
 DATA = ROOT / "tests" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 N_ITER, TOL = 100, 1e-5
@@ -49,7 +51,7 @@ def _datasets(synthetic_tasks):
         yield name, labels, gold
     for tasks in synthetic_tasks:
         for k in (5, 10):
-            labels, gold = crowd.simulate_labels(tasks, 500, k, 5, seed=k)
+            labels, gold = simulate_labels(tasks, 500, k, 5, seed=k)
             yield f"synthetic_{len(labels) / 1e6:g}M_K{k}", labels, gold
 
 
@@ -67,12 +69,11 @@ def _compile_and_solve(labels: pd.DataFrame, repeats: int):
     """AOT compile time of the EM program and the median run time of the compiled program."""
     ds = crowd.DawidSkene(n_iter=N_ITER, tol=TOL)
     problem = crowd.prepare(labels)
-    static, params = ds._static(problem.table), ds._params()
+    static, params = ds.em_static(problem.table), ds.em_params()
     prior = crowd.worker_prior_alpha(static, params, None, problem.table, problem.gold_codes)
     gold = jax.device_put(problem.gold_codes)
-    key = jax.random.key(0)
-    args = (params, problem.table.annotations, prior, None, gold, key)
-    compile_s, compiled = _timed(lambda: crowd._solve_jit.lower(static, *args).compile())
+    args = (params, problem.table.annotations, prior, None, gold, crowd.host_key(0), np.int32(N_ITER))
+    compile_s, compiled = _timed(lambda: crowd.solve.lower(static, *args).compile())
     jax.block_until_ready(compiled(*args))
     runs = [_timed(lambda: jax.block_until_ready(compiled(*args)))[0] for _ in range(repeats)]
     return compile_s, statistics.median(runs)
@@ -81,8 +82,9 @@ def _compile_and_solve(labels: pd.DataFrame, repeats: int):
 def bench(name: str, labels: pd.DataFrame, gold: pd.Series, repeats: int) -> dict:
     from crowdkit.aggregation import DawidSkene as CrowdKitDawidSkene
 
+    with outputs.count_compiles() as compiles:  # the first fit of this shape bucket in the process
+        crowd.DawidSkene(n_iter=N_ITER, tol=TOL).fit(labels)
     compile_s, solve_s = _compile_and_solve(labels, repeats)
-    crowd.DawidSkene(n_iter=N_ITER, tol=TOL).fit(labels)  # warm the jit cache of the fit path
     ours, theirs = [], []
     for _ in range(repeats):  # alternate, so both see the same load
         t, ds = _timed(lambda: crowd.DawidSkene(n_iter=N_ITER, tol=TOL).fit(labels))
@@ -96,6 +98,7 @@ def bench(name: str, labels: pd.DataFrame, gold: pd.Series, repeats: int) -> dic
         "tasks": int(labels.task.nunique()),
         "workers": int(labels.worker.nunique()),
         "classes": int(labels.label.nunique()),
+        "programs": sum(compiles.values()),
         "compile_s": round(compile_s, 3),
         "fit_s": round(fit_s, 4),
         "solve_s": round(solve_s, 4),
@@ -114,16 +117,15 @@ def bench(name: str, labels: pd.DataFrame, gold: pd.Series, repeats: int) -> dic
 
 def _markdown(rows: list, env: dict) -> str:
     head = (
-        "| dataset | labels | tasks | workers | K | compile s | jaxanno fit s | EM solve s | crowd-kit s | "
+        "| dataset | labels | tasks | workers | K | programs | compile s | jaxanno fit s | EM solve s | crowd-kit s | "
         "speedup | iters (jx / ck) | accuracy (jx / ck) | max abs posterior diff |"
     )
     lines = [
         "# DawidSkene fit time: jaxanno vs crowd-kit",
         "",
-        f"Device {env['device']}, {env['cpu_count']} CPU(s); jax {env['jax']}, crowd-kit {env['crowdkit']}, "
-        f"pandas {env['pandas']}, Python {env['python']}. n_iter={N_ITER}, tol={TOL}; medians of "
-        f"{rows[0]['repeats']} alternating runs. Fit = end to end (checks, encoding, EM, pandas results), "
-        "warm; compile = AOT compile of the EM program, paid once per shape bucket.",
+        f"{common.env_lines(env)}. n_iter={N_ITER}, tol={TOL}; medians of {rows[0]['repeats']} alternating runs. "
+        "Fit = end to end (checks, encoding, EM, pandas results), warm; programs = programs compiled by the "
+        "first fit in the process; compile = AOT compile of the EM program, paid once per shape bucket.",
         "",
         head,
         "|" + "---|" * (head.count("|") - 1),
@@ -131,7 +133,7 @@ def _markdown(rows: list, env: dict) -> str:
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['labels']:,} | {r['tasks']:,} | {r['workers']} | {r['classes']} | "
-            f"{r['compile_s']:.2f} | {r['fit_s']:.3f} | {r['solve_s']:.3f} | {r['crowdkit_s']:.3f} | "
+            f"{r['programs']} | {r['compile_s']:.2f} | {r['fit_s']:.3f} | {r['solve_s']:.3f} | {r['crowdkit_s']:.3f} | "
             f"{r['speedup']:.1f}x | {r['iterations']} / {r['crowdkit_iterations']} | "
             f"{r['accuracy']:.4f} / {r['crowdkit_accuracy']:.4f} | {r['max_abs_posterior_diff']:.1e} |"
         )
@@ -148,28 +150,28 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tag", default="", help="suffix of the result files, e.g. the device")
+    parser.add_argument("--out", default=str(RESULTS), help="folder of the result files")
     args = parser.parse_args()
     sizes = [20_000] if args.quick else [int(n) for n in args.synthetic_tasks.split(",")]
     warnings.filterwarnings("ignore")  # crowd-kit's pandas deprecation warnings
-    import crowdkit
-
-    env = {**outputs.environment(), "crowdkit": crowdkit.__version__, "pandas": pd.__version__}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = {**common.environment(), "pandas": pd.__version__}
     suffix = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     rows = []
     for name, labels, gold in _datasets(sizes):
         row = bench(name, labels, gold, args.repeats)
         rows.append(row)
         print(
-            f"{name:>22}: compile {row['compile_s']:.2f}s | jaxanno fit {row['fit_s']:.3f}s "
+            f"{name:>22}: {row['programs']} program(s), EM compile {row['compile_s']:.2f}s | "
+            f"jaxanno fit {row['fit_s']:.3f}s "
             f"(EM {row['solve_s']:.3f}s) | crowd-kit {row['crowdkit_s']:.3f}s | {row['speedup']:.1f}x | "
             f"acc {row['accuracy']:.4f} vs {row['crowdkit_accuracy']:.4f}",
             flush=True,
         )
         # rewritten after every dataset, so an interrupted run keeps what it measured
-        outputs.atomic_write_json(RESULTS / f"crowd_fit{suffix}.json", {"environment": env, "results": rows})
-        outputs.atomic_write_text(RESULTS / f"crowd_fit{suffix}.md", _markdown(rows, env))
-    print(f"wrote {RESULTS}/crowd_fit{suffix}.json and .md")
+        common.write_results(
+            args.out, f"crowd_fit{suffix}", {"environment": env, "results": rows}, _markdown(rows, env)
+        )
+    print(f"wrote {args.out}/crowd_fit{suffix}.json and .md")
 
 
 if __name__ == "__main__":

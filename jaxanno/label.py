@@ -185,6 +185,16 @@ def worker_frame(ds: crowd.DawidSkene, batch: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def output_frames(ds: crowd.DawidSkene, batch: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{file name: table} of everything the command writes (see `OUTPUT_FILES`)."""
+    return {
+        "tasks.csv": task_frame(ds),
+        "workers.csv": worker_frame(ds, batch),
+        "worker_confusion.csv": ds.confusion_frame(),
+        "next_batch.csv": batch,
+    }
+
+
 def write_outputs(out: os.PathLike, frames: dict[str, pd.DataFrame]) -> None:
     """Write every frame to a temporary file first, then rename them all into place."""
     out = pathlib.Path(out)
@@ -248,34 +258,18 @@ def run(
     ds.check_options()
     sources = {"data": str(name), "features": str(features), "gold": str(gold)}
     problem = crowd.prepare(frame, gold_labels, feats, class_list, duplicates, sources)
-    _check_batch_options(hits, hit_size, assignment, max_per_worker, max_per_task)
+    crowd.check_batch_options(hits, hit_size, assignment, max_per_worker, max_per_task, hits_name="hits")
     t_read = time.perf_counter()
     ds.fit_prepared(problem)
     batch = crowd.next_batch(ds, hits, hit_size, assignment, max_per_worker, max_per_task, risk_thres, seed)
     t_fit = time.perf_counter()
-    frames = {
-        "tasks.csv": task_frame(ds),
-        "workers.csv": worker_frame(ds, batch),
-        "worker_confusion.csv": ds.confusion_frame(),
-        "next_batch.csv": batch,
-    }
+    frames = output_frames(ds, batch)
     if out is not None:
         write_outputs(out, frames)
     summary = _summary(ds, batch, assignment, risk_thres, t_read - t0, t_fit - t_read, out)
     if not quiet:
         print(format_summary(summary))
     return {"summary": summary, "model": ds, "frames": frames}
-
-
-def _check_batch_options(hits, hit_size, assignment, max_per_worker, max_per_task) -> None:
-    if assignment not in crowd.ASSIGNMENTS:
-        raise ValueError(f"assignment: expected one of {crowd.ASSIGNMENTS}, found {assignment!r}")
-    for flag, value in (("hits", hits), ("hit_size", hit_size)):
-        if value is None or int(value) < 1:
-            raise ValueError(f"{flag}: expected an integer >= 1, found {value}")
-    for flag, value in (("max_per_worker", max_per_worker), ("max_per_task", max_per_task)):
-        if value is not None and int(value) < 0:
-            raise ValueError(f"{flag}: expected an integer >= 0 (or unset for no cap), found {value}")
 
 
 def _summary(ds, batch, assignment, risk_thres, read_s, fit_s, out) -> dict[str, Any]:

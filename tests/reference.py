@@ -184,3 +184,45 @@ def ece(belief, labels, bins=10):
         if sel.sum():
             total += abs((pred[sel] == labels[sel]).mean() - conf[sel].mean()) * sel.sum() / len(conf)
     return total
+
+
+def elbo_per_label(workers, labels, post, alpha, class_prior):
+    """crowd-kit's evidence lower bound divided by the number of labels.
+
+    Its class-prior term enters once per label (as crowd-kit computes it); the entropy
+    term once per labelled item.
+    """
+    conf = confusion(alpha)
+    total, n_labels = 0.0, 0
+    for i in range(workers.shape[0]):
+        filled = [s for s in range(workers.shape[1]) if workers[i, s] >= 0]
+        for s in filled:
+            log_p = np.log(conf[workers[i, s], :, labels[i, s]])
+            total += float((post[i] * (log_p + np.log(class_prior))).sum())
+            n_labels += 1
+        if filled:
+            q = post[i]
+            total -= float((q * np.log(np.maximum(q, 1e-10))).sum())
+    return total / max(n_labels, 1)
+
+
+def classic_dawid_skene(workers, labels, num_workers, k, n_iter=100, tol=1e-5):
+    """crowd-kit's Dawid-Skene: majority-vote start, soft M-step, learned class prior,
+    stop when the ELBO per label gains less than `tol` (never after the first iteration).
+
+    Returns (posterior of the last E-step, counts, class prior, iterations, ELBO history).
+    """
+    post = majority_vote(labels, workers >= 0, k)
+    labelled = (workers >= 0).any(1)
+    class_prior = post[labelled].mean(0)
+    counts = soft_counts(workers, labels, post, num_workers, k)
+    history = []
+    for _ in range(n_iter):
+        lb = log_belief(counts, workers, labels, log_prior=np.log(class_prior), log_eps=0.0)
+        post = softmax(lb)
+        class_prior = post[labelled].mean(0)
+        counts = soft_counts(workers, labels, post, num_workers, k)
+        history.append(elbo_per_label(workers, labels, post, counts, class_prior))
+        if len(history) > 1 and history[-1] - history[-2] < tol:
+            break
+    return post, counts, class_prior, len(history), history

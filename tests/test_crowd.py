@@ -13,15 +13,15 @@ from __future__ import annotations
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
 from crowdkit.aggregation import DawidSkene as CrowdKitDawidSkene
 from crowdkit.aggregation import MajorityVote as CrowdKitMajorityVote
 
-from jaxanno import crowd, em, label, outputs, sampler
-from jaxanno.types import EMStatic, Static, make_params
+from jaxanno import crowd, label, outputs, sampler
+from tests import reference
+from tests.helpers import simulate_labels
 
 DATA = pathlib.Path(__file__).parent / "data"
 pytestmark = pytest.mark.filterwarnings(
@@ -160,67 +160,110 @@ def test_slots_are_sized_from_the_data_not_capped_at_three():
     np.testing.assert_array_equal(np.asarray(table.annotations.item_count)[: table.num_items], table.item_count)
 
 
-@pytest.mark.parametrize("n", [1, 7, 8, 9, 100, 800, 1000, 200_000])
-def test_bucket_pads_at_most_a_quarter(n):
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 8, 9, 13, 100, 800, 1000, 200_000])
+def test_buckets_are_two_per_octave_for_slots_and_powers_of_two_for_tasks(n):
     b = crowd.bucket(n)
-    assert n <= b <= max(1.25 * n, 8)
-    assert crowd.bucket(b) == b
+    assert n <= b <= max(1.5 * n, 2) and crowd.bucket(b) == b
+    assert b in {2**k for k in range(20)} | {3 * 2**k for k in range(20)}
+    p = crowd.bucket_pow2(n)
+    assert n <= p < 2 * n or p == n == 1
+    assert p & (p - 1) == 0 and crowd.bucket_pow2(n, minimum=64) == max(p, 64)
 
 
-def test_fit_does_not_recompile_within_a_bucket_or_for_new_settings():
+def test_slot_buckets_are_exact_for_a_few_labels_per_task():
+    assert [crowd.bucket(n) for n in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
+    assert crowd.iteration_capacity(10) == crowd.iteration_capacity(100) == 128
+    assert crowd.iteration_capacity(129) == 256
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**31 - 1])
+def test_host_key_is_jax_random_key(seed):
+    np.testing.assert_array_equal(jax.random.key_data(crowd.host_key(seed)), jax.random.key_data(jax.random.key(seed)))
+
+
+def test_new_iteration_limit_tolerance_and_prior_strength_compile_nothing():
     labels, _ = _load("rte")
+    options = dict(criterion="soft", init="prior", worker_prior="predefined_homegeneous")  # used by no other test
     with outputs.count_compiles() as first:
-        crowd.DawidSkene(n_iter=37, tol=1e-5).fit(labels)  # an n_iter no other test uses
-    assert first["jit(solve)"] == 1
-    fewer = labels[~labels.task.isin(labels.task.unique()[:30])]  # 770 tasks: same bucket as 800
+        crowd.DawidSkene(n_iter=37, tol=1e-5, prior_strength=5.0, **options).fit(labels)
+    assert first["jit(solve)"] == 1, dict(first)
+    fewer = labels[~labels.task.isin(labels.task.unique()[:30])]  # 770 tasks: same buckets as 800
     with outputs.count_compiles() as again:
-        ds = crowd.DawidSkene(n_iter=37, tol=1e-4, seed=5).fit(fewer)
+        ds = crowd.DawidSkene(
+            n_iter=90, tol=1e-3, prior_strength=2.0, prior_pos_count=3.0, log_epsilon=1e-8, seed=5, **options
+        ).fit(fewer)
+        crowd.next_batch(ds, n_hits=5, hit_size=40)
+        crowd.next_batch(ds, n_hits=7, hit_size=33, max_per_task=4, risk_threshold=0.05, seed=3)
     assert ds.probas_.shape[0] == 770
-    assert again["jit(solve)"] == 0, dict(again)
+    again.pop("jit(assign)", None)  # the batch program compiles once, for the first batch
+    assert sum(again.values()) == 0, dict(again)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        dict(m_step="soft", criterion="elbo", class_prior="learned", init="majority_vote", strength=0.0, eps=0.0),
-        dict(m_step="hard", criterion="soft", class_prior="uniform", init="prior", strength=10.0, eps=1e-8),
-        dict(m_step="hard", criterion="hard", class_prior="learned", init="majority_vote", strength=2.0, eps=1e-8),
-    ],
-)
-def test_solve_matches_em_run_em(options):
-    """The early-exit driver runs em.run_em's iteration: same counts, prior, iterations."""
+def test_iteration_limit_is_honoured_below_the_capacity():
     labels, _ = _load("rte")
-    table = crowd.encode(labels)
-    n, a = table.annotations.worker.shape
-    w = int(table.annotations.worker_count.shape[0])
-    static = Static(
-        num_items=int(n),
-        num_prototypes=0,
-        num_classes=2,
-        num_workers=w,
-        feature_dim=1,
-        max_annotations=int(a),
-        prior_type="predefined_homegeneous",
-        em=EMStatic(
-            max_em_steps=10,
-            criterion=options["criterion"],
-            m_step=options["m_step"],
-            class_prior=options["class_prior"],
-            init=options["init"],
-        ),
+    full = crowd.DawidSkene(n_iter=100, tol=1e-5).fit(labels)
+    three = crowd.DawidSkene(n_iter=3, tol=1e-5).fit(labels)
+    assert full.n_iter_ > 3 and three.n_iter_ == 3
+    np.testing.assert_allclose(three.loss_history_, full.loss_history_[:3], rtol=1e-6)
+
+
+def _reference_arrays(labels: pd.DataFrame, k: int):
+    """(N, A) worker and label codes of a table, tasks and workers in first-seen order."""
+    tasks, workers = pd.Index(labels.task.unique()), pd.Index(labels.worker.unique())
+    slot = labels.groupby("task", sort=False).cumcount().to_numpy()
+    w_codes = np.full((len(tasks), slot.max() + 1), -1)
+    l_codes = np.full_like(w_codes, -1)
+    rows = tasks.get_indexer(labels.task)
+    w_codes[rows, slot] = workers.get_indexer(labels.worker)
+    l_codes[rows, slot] = labels.label.to_numpy()
+    return tasks, workers, w_codes, l_codes
+
+
+def test_classic_fit_matches_the_float64_numpy_dawid_skene():
+    labels, _ = simulate_labels(120, 12, 3, 4, seed=2, accuracy=(0.45, 0.9))
+    tasks, workers, w_codes, l_codes = _reference_arrays(labels, 3)
+    post, counts, class_prior, iterations, history = reference.classic_dawid_skene(
+        w_codes, l_codes, len(workers), 3, n_iter=100, tol=1e-5
     )
-    params = make_params(prior_strength=options["strength"], log_epsilon=options["eps"], em_epsilon=1e-4)
-    prior = crowd.worker_prior_alpha(static, params, "predefined_homegeneous", table, np.full(n, -1))
-    key = jax.random.key(3)
-    k_init, k_iter = jax.random.split(key)
-    uniform = jnp.full((2,), -np.log(2.0), jnp.float32)
-    start_counts, start_prior = em.initial_counts(static, table.annotations, prior * 0, uniform, k_init)
-    run_em = jax.jit(em.run_em, static_argnums=(0, 8))
-    want = run_em(static, params, table.annotations, prior, start_counts, start_prior, None, k_iter, False)
-    got = crowd._solve_jit(static, params, table.annotations, prior, None, jnp.full(n, -1, jnp.int32), key)
-    assert int(got.iterations) == int(want.iterations)
-    np.testing.assert_allclose(got.counts, want.counts, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got.log_class_prior, want.log_class_prior, rtol=1e-5, atol=1e-6)
+    assert min(abs(np.diff(history) - 1e-5)) > 1e-7  # the stopping decision is not a float32 coin toss
+    ds = crowd.DawidSkene(n_iter=100, tol=1e-5).fit(labels)
+    assert ds.n_iter_ == iterations > 3
+    np.testing.assert_allclose(ds.loss_history_, history, rtol=1e-5)
+    np.testing.assert_allclose(ds.probas_.loc[tasks].to_numpy(), post, atol=1e-5)
+    alpha = np.asarray(ds.alpha_)[ds.table_.workers.get_indexer(workers)]
+    np.testing.assert_allclose(alpha, counts, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ds.priors_.to_numpy(), class_prior, atol=1e-6)
+
+
+@pytest.mark.parametrize("criterion", ["soft", "hard"])
+def test_reference_fit_matches_the_float64_numpy_online_em(criterion):
+    labels, _ = simulate_labels(90, 10, 2, 5, seed=3, accuracy=(0.5, 0.9))  # 5 labels, 2 classes: no ties
+    tasks, workers, w_codes, l_codes = _reference_arrays(labels, 2)
+    one = reference.prior("predefined_homegeneous", np.zeros((2, 2)), None, 10.0)  # diagonal 20, off-diagonal 5
+    prior = np.broadcast_to(one, (len(workers), 2, 2))
+    counts, iterations = reference.em(prior, w_codes, l_codes, max_steps=10, eps=1e-3, criterion=criterion)
+    want = reference.softmax(reference.log_belief(prior + counts, w_codes, l_codes))
+    ds = crowd.DawidSkene.reference(criterion=criterion).fit(labels)
+    assert ds.n_iter_ == iterations > 1
+    alpha = np.asarray(ds.alpha_)[ds.table_.workers.get_indexer(workers)]
+    np.testing.assert_allclose(alpha, prior + counts, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(ds.probas_.loc[tasks].to_numpy(), want, atol=1e-5)
+
+
+def test_unknown_options_are_named_before_any_input_is_read():
+    labels, _ = _load("bluebirds")
+    for options, match in [
+        (dict(m_step="Soft"), r"m_step='Soft': expected one of \['hard', 'soft'\]"),
+        (dict(criterion="likelihood"), r"criterion='likelihood': expected one of"),
+        (dict(learner="svm"), r"DawidSkene.learner='svm': expected one of \['mlp', None\]"),
+        (dict(learner_semi_supervised="fixmatch"), r"learner_semi_supervised='fixmatch'.*mixmatch"),
+        (dict(n_iter=0), r"DawidSkene.n_iter"),
+        (dict(worker_prior="heterogeneous_workers"), r"worker_prior='heterogeneous_workers': expected one of \[None"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            crowd.DawidSkene(**options).fit(labels)
+    with pytest.raises(ValueError, match=r"hit_size: expected an integer >= 1, found 0"):
+        crowd.next_batch(crowd.DawidSkene().fit(labels), hit_size=0)
 
 
 def _greedy_scenario() -> pd.DataFrame:
@@ -278,7 +321,7 @@ def test_next_batch_gives_smaller_hits_when_few_tasks_qualify(assignment):
 
 
 def _write_synthetic(tmp_path: pathlib.Path) -> dict:
-    labels, gold = crowd.simulate_labels(300, 30, 3, 3, seed=4, accuracy=(0.4, 0.8))
+    labels, gold = simulate_labels(300, 30, 3, 3, seed=4, accuracy=(0.4, 0.8))
     path = tmp_path / "labels.csv"
     labels.to_csv(path, index=False)
     return {"labels": labels, "gold": gold, "path": path}
@@ -496,7 +539,7 @@ def test_cli_reports_bad_input_with_exit_code_two(tmp_path, capsys):
 
 def test_learner_prior_from_features_labels_unlabelled_tasks_and_helps(tmp_path):
     rng = np.random.default_rng(0)
-    labels, truth = crowd.simulate_labels(600, 20, 3, 2, seed=1, accuracy=(0.5, 0.8))
+    labels, truth = simulate_labels(600, 20, 3, 2, seed=1, accuracy=(0.5, 0.8))
     features = rng.normal(size=(3, 8))[truth.to_numpy()] * 3 + rng.normal(size=(600, 8))
     labelled = labels[labels.task < 400]  # tasks 400-599 only have features
     gold = truth[(truth.index >= 400) & (truth.index < 430)]  # prototypes / validation

@@ -1,0 +1,268 @@
+"""The next batch of HITs for a fitted `DawidSkene`: which tasks go to which worker.
+
+`assign` is the compiled rule, `next_batch` its pandas front end. Tasks of a HIT are drawn
+with `sampler.draw_hit_items` (the simulator's uniform draw without replacement) among the
+eligible tasks; worker choice follows the simulator's samplers, adapted to real workers
+(see `assign`).
+
+Shapes: the program is compiled per (bucketed table shape, `BatchStatic`); the HIT count
+and size are rounded up to powers of two there and the requested values, like the caps
+and the risk threshold, are traced (`BatchLimits`), so a new value does not recompile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from flax import struct
+
+from jaxanno import em, ops, sampler
+from jaxanno.crowd.fitting import host_key
+from jaxanno.crowd.table import bucket_pow2
+from jaxanno.types import AnnotationState
+
+if TYPE_CHECKING:
+    from jaxanno.crowd.estimators import DawidSkene
+
+ASSIGNMENTS = ("random", "greedy")
+NO_CAP = 2**30  # "unlimited" for integer caps that must stay int32
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStatic:
+    """Shapes and control flow of `assign` (a jit static argument)."""
+
+    max_hits: int  # H, HITs the program can issue (>= the requested number)
+    max_hit_size: int  # B, lanes per HIT (>= the requested size)
+    greedy: bool  # greedy assignment (else random)
+
+
+@struct.dataclass
+class BatchLimits:
+    """The traced settings of one batch."""
+
+    hits: jax.Array  # () i32 HITs wanted, <= H
+    hit_size: jax.Array  # () i32 tasks per HIT wanted, <= B
+    max_per_worker: jax.Array  # () i32 cap on a worker's labels, existing ones included
+    max_per_task: jax.Array  # () i32 cap on a task's labels, existing and assigned ones included
+    risk_threshold: jax.Array  # () f32 tasks at or below this risk are not sent
+
+
+class Batch(NamedTuple):
+    """One batch of HITs, (H, B) lanes: H HITs of at most B tasks."""
+
+    items: jax.Array  # (H, B) i32 item per lane
+    workers: jax.Array  # (H,) i32 worker of each HIT
+    valid: jax.Array  # (H, B) bool lanes that carry a task
+    expected_accuracy: jax.Array  # (H,) f32 the worker's expected accuracy on the HIT
+
+
+class BatchCounters(NamedTuple):
+    """What earlier HITs of the batch used up (the scan carry of `assign`)."""
+
+    item_count: jax.Array  # (N,) i32 labels per item, existing and assigned
+    worker_count: jax.Array  # (W,) i32 labels per worker, existing and assigned
+    used: jax.Array  # (W,) bool workers that already got a HIT
+
+
+class BatchPool(NamedTuple):
+    """What `assign` draws from (fixed during a batch)."""
+
+    annotations: AnnotationState  # (N, A) existing labels
+    posterior: jax.Array  # (N, K) f32
+    risk: jax.Array  # (N,) f32 1 - max posterior
+    alpha: jax.Array  # (W, K, K) f32 pseudo-counts
+    worker_ok: jax.Array  # (W,) bool real workers
+
+
+def check_batch_options(
+    n_hits: Any,
+    hit_size: Any,
+    assignment: str,
+    max_per_worker: Any,
+    max_per_task: Any,
+    hits_name: str = "n_hits",
+) -> None:
+    """Raise ValueError naming the option (`hits_name` for the HIT count) for a bad value."""
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment: expected one of {ASSIGNMENTS}, found {assignment!r}")
+    for name, value in ((hits_name, n_hits), ("hit_size", hit_size)):
+        if value is None or int(value) < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, found {value}")
+    for name, value in (("max_per_worker", max_per_worker), ("max_per_task", max_per_task)):
+        if value is not None and int(value) < 0:
+            raise ValueError(f"{name}: expected an integer >= 0 (or None for no cap), found {value}")
+
+
+def _workers_present(slot_workers: jax.Array, lane_mask: jax.Array, num_workers: int) -> jax.Array:
+    """(W,) bool: the worker filled a slot of a masked row ((R, A) slots, (R,) mask)."""
+    hit = lane_mask[:, None] & (slot_workers >= 0)
+    index = jnp.where(hit, slot_workers, num_workers).ravel()
+    return jnp.zeros(num_workers + 1, bool).at[index].set(True)[:num_workers]
+
+
+def _open_items(annotations: AnnotationState, eligible: jax.Array, num_workers: int) -> jax.Array:
+    """(W,) eligible items each worker has not labelled yet."""
+    index = jnp.where(annotations.valid, annotations.worker, num_workers).ravel()
+    weight = jnp.broadcast_to(eligible[:, None], annotations.worker.shape).ravel().astype(jnp.int32)
+    done = jnp.zeros(num_workers + 1, jnp.int32).at[index].add(weight)[:num_workers]
+    return eligible.sum() - done
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def assign(
+    static: BatchStatic,
+    limits: BatchLimits,
+    annotations: AnnotationState,
+    posterior: jax.Array,
+    alpha: jax.Array,
+    item_ok: jax.Array,
+    worker_ok: jax.Array,
+    key: jax.Array,
+) -> Batch:
+    """Choose up to ``limits.hits`` HITs of up to ``limits.hit_size`` tasks.
+
+    Eligible tasks: `item_ok`, risk above ``limits.risk_threshold`` (no lowering: only
+    uncertain tasks go out) and fewer than ``limits.max_per_task`` labels, counting this
+    batch. Tasks of a HIT are distinct and drawn uniformly from the eligible ones
+    (`sampler.draw_hit_items`; its first lanes are themselves a uniform draw, so cutting a
+    HIT of B lanes to ``hit_size`` keeps it uniform); HITs go to distinct workers; nobody
+    gets a task they already labelled; a worker ends with at most ``max_per_worker`` labels.
+
+    * random: a uniformly random worker among those with room and an eligible task they
+      have not labelled, then that worker's tasks, cut to the room the worker has left.
+    * greedy: the tasks first, then the allowed worker with the highest expected accuracy
+      on them (`sampler.worker_accuracy_on`); a worker is allowed when it has room for the
+      whole HIT and labelled none of its tasks.
+
+    Fewer eligible tasks or workers give smaller or empty (all-invalid) HITs, never a hang.
+
+    Args:
+      annotations: (N, A) slots and counters; posterior: (N, K); alpha: (W, K, K)
+        pseudo-counts; item_ok: (N,) bool real, non-gold items; worker_ok: (W,) bool real
+        workers; key: the draws.
+    Returns:
+      `Batch` with (H, B) lanes of `static`.
+    """
+    risk = em.risk(posterior)
+    pool = BatchPool(annotations, posterior, risk, alpha, worker_ok)
+
+    def one_hit(c: BatchCounters, h):
+        k_worker, k_items = jax.random.split(jax.random.fold_in(key, h))
+        eligible = item_ok & (risk > limits.risk_threshold) & (c.item_count < limits.max_per_task)
+        choose = _greedy_hit if static.greedy else _random_hit
+        items, worker, valid, score = choose(static, limits, pool, c, eligible, h, k_worker, k_items)
+        taken = valid.sum(dtype=jnp.int32)
+        c = BatchCounters(
+            item_count=c.item_count.at[items].add(valid.astype(jnp.int32)),
+            worker_count=c.worker_count.at[worker].add(taken),
+            used=c.used.at[worker].set(c.used[worker] | (taken > 0)),
+        )
+        return c, (items, worker, valid, score[worker])
+
+    start = BatchCounters(annotations.item_count, annotations.worker_count, jnp.zeros_like(worker_ok))
+    _, (items, chosen, valid, accuracy) = jax.lax.scan(one_hit, start, jnp.arange(static.max_hits))
+    return Batch(items=items, workers=chosen, valid=valid, expected_accuracy=accuracy)
+
+
+def _free_workers(limits: BatchLimits, pool: BatchPool, c: BatchCounters, h) -> jax.Array:
+    """(W,) bool real workers without a HIT in this batch and below their cap, while HITs remain."""
+    return pool.worker_ok & ~c.used & (c.worker_count < limits.max_per_worker) & (h < limits.hits)
+
+
+def _greedy_hit(
+    static: BatchStatic, limits: BatchLimits, pool: BatchPool, c: BatchCounters, eligible, h, k_worker, k_items
+):
+    """Tasks first, then the allowed worker with the highest expected accuracy on them."""
+    items, valid = sampler.draw_hit_items(pool.risk, eligible, limits.risk_threshold, static.max_hit_size, k_items)
+    valid = valid & (jnp.arange(static.max_hit_size) < limits.hit_size)
+    score = sampler.worker_accuracy_on(pool.posterior[items], valid, pool.alpha)
+    seen = _workers_present(pool.annotations.worker[items], valid, pool.worker_ok.shape[0])
+    allowed = _free_workers(limits, pool, c, h) & ~seen & (c.worker_count + valid.sum() <= limits.max_per_worker)
+    worker = ops.random_argmax(score, allowed, k_worker)
+    return items, worker, valid & allowed.any(), score
+
+
+def _random_hit(
+    static: BatchStatic, limits: BatchLimits, pool: BatchPool, c: BatchCounters, eligible, h, k_worker, k_items
+):
+    """A uniformly random worker with an eligible task left, then that worker's tasks."""
+    w = pool.worker_ok.shape[0]
+    allowed = _free_workers(limits, pool, c, h) & (_open_items(pool.annotations, eligible, w) > 0)
+    worker = ops.random_argmax(jnp.zeros(w), allowed, k_worker)
+    mine = (pool.annotations.worker == worker).any(-1)
+    b = static.max_hit_size
+    items, valid = sampler.draw_hit_items(pool.risk, eligible & ~mine, limits.risk_threshold, b, k_items)
+    room = jnp.minimum(limits.hit_size, limits.max_per_worker - c.worker_count[worker])
+    valid = valid & allowed.any() & (jnp.arange(b) < room)
+    return items, worker, valid, sampler.worker_accuracy_on(pool.posterior[items], valid, pool.alpha)
+
+
+def next_batch(
+    model: DawidSkene,
+    n_hits: int = 5,
+    hit_size: int = 40,
+    assignment: str = "random",
+    max_per_worker: int | None = 2000,
+    max_per_task: int | None = None,
+    risk_threshold: float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The next HITs for a fitted `DawidSkene` (see `assign` for the rules).
+
+    Args:
+      model: a fitted `DawidSkene`.
+      n_hits, hit_size: at most `n_hits` HITs of at most `hit_size` tasks.
+      assignment: 'random' or 'greedy'.
+      max_per_worker: cap on a worker's labels, existing ones included (None: no cap).
+      max_per_task: cap on a task's labels, existing ones included (None: no cap).
+      risk_threshold: tasks at or below this risk are not sent (default: the model's).
+    Returns:
+      DataFrame with columns hit (0..), worker, task, risk, expected_accuracy, one row per
+      task sent; HITs that got no task are left out and the rest renumbered.
+    """
+    check_batch_options(n_hits, hit_size, assignment, max_per_worker, max_per_task)
+    table = model.table_
+    n_pad = int(model.posterior_.shape[0])
+    w_pad = int(model.alpha_.shape[0])
+    static = BatchStatic(
+        max_hits=bucket_pow2(n_hits), max_hit_size=bucket_pow2(hit_size), greedy=assignment == "greedy"
+    )
+    threshold = model.risk_threshold if risk_threshold is None else risk_threshold
+    limits = BatchLimits(
+        hits=np.int32(n_hits),
+        hit_size=np.int32(hit_size),
+        max_per_worker=np.int32(NO_CAP if max_per_worker is None else max_per_worker),
+        max_per_task=np.int32(NO_CAP if max_per_task is None else max_per_task),
+        risk_threshold=np.float32(threshold),
+    )
+    item_ok = (np.arange(n_pad) < table.num_items) & (model.problem_.gold_codes < 0)
+    worker_ok = np.arange(w_pad) < table.num_workers
+    limits, item_ok, worker_ok = jax.device_put((limits, item_ok, worker_ok))
+    batch = assign(
+        static, limits, table.annotations, model.posterior_, model.alpha_, item_ok, worker_ok, host_key(seed)
+    )
+    return _batch_frame(model, jax.device_get(batch))
+
+
+def _batch_frame(model: DawidSkene, batch: Batch) -> pd.DataFrame:
+    valid = np.asarray(batch.valid)
+    hit_ids = np.cumsum(valid.any(1)) - 1  # renumber the non-empty HITs 0, 1, ...
+    h, b = np.nonzero(valid)
+    items = np.asarray(batch.items)[h, b]
+    workers_of = np.asarray(batch.workers)[h]
+    return pd.DataFrame(
+        {
+            "hit": hit_ids[h].astype(np.int64),
+            "worker": np.asarray(model.table_.workers, dtype=object)[workers_of],
+            "task": np.asarray(model.table_.tasks, dtype=object)[items],
+            "risk": model.risks_.to_numpy()[items],
+            "expected_accuracy": np.asarray(batch.expected_accuracy)[h],
+        }
+    )
