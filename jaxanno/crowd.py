@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxanno import em, learner, sampler, workers
+from jaxanno import em, learner, ops, sampler, workers
 from jaxanno.types import (
     AnnotationState,
     CrowdStats,
@@ -354,7 +354,7 @@ def solve(
     gold: jax.Array,
     key: jax.Array,
 ) -> SolveResult:
-    """EM to convergence: `em.initial_counts` then `em.run_em`, gold items clamped.
+    """EM to convergence: `em.initial_counts` then `em.solve`, gold items clamped.
 
     Everything is the simulator's EM (same E/M order, statistics and stopping rules, early
     exit); a one-off fit also keeps the posterior of the last E-step (what crowd-kit
@@ -375,7 +375,7 @@ def solve(
     uniform = jnp.full((k,), -jnp.log(k), jnp.float32)
     counts, log_prior = em.initial_counts(static, annotations, zero, uniform, k_init, gold=gold)
     start = em.clamp_to_gold(em.majority_vote(annotations, k), gold)
-    res = em.run_em(static, params, annotations, prior_alpha, counts, log_prior, log_learner, k_iter, gold=gold,
+    res = em.solve(static, params, annotations, prior_alpha, counts, log_prior, log_learner, k_iter, gold=gold,
                     start_posterior=start)  # fmt: skip
     return SolveResult(counts=res.counts, log_class_prior=res.log_class_prior, posterior=res.posterior,
                        iterations=res.iterations, history=res.history)  # fmt: skip
@@ -926,11 +926,11 @@ def assign(
             score = sampler.worker_accuracy_on(posterior[items], valid, alpha)
             seen = _workers_present(annotations.worker[items], valid, w)
             allowed = free & ~seen & (worker_count + valid.sum() <= cap)
-            worker = sampler.random_argmax(score, allowed, k_worker)
+            worker = ops.random_argmax(score, allowed, k_worker)
             valid = valid & allowed.any()
         else:
             allowed = free & (_open_items(annotations, eligible, w) > 0)
-            worker = sampler.random_argmax(jnp.zeros(w), allowed, k_worker)
+            worker = ops.random_argmax(jnp.zeros(w), allowed, k_worker)
             mine = (annotations.worker == worker).any(-1)
             masked = jnp.where(eligible & ~mine, risk, -jnp.inf)
             items, valid = _draw(static, params, annotations, item_count, masked, posterior, alpha, k_items)

@@ -21,32 +21,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from jaxanno.types import AnnotationState, Params, Static
+from jaxanno import ops
+from jaxanno.types import AnnotationState, EMState, Params, Static
 
 TINY_COUNT = 1e-10  # pseudo-counts are clipped here before normalising (as crowd-kit)
 LEARNER_LOG_EPS = 1e-8  # added inside log q(y), as the reference does
 _PROB_FLOOR = 1e-10  # entropy term of the ELBO
-
-
-class EMTrace(NamedTuple):
-    """Per-iteration diagnostics of one EM solve, each (max_em_steps,)."""
-
-    statistic: jax.Array  # f32, the convergence statistic of the criterion
-    log_likelihood: jax.Array  # f32, observed-label log-likelihood before the M-step
-    label_changes: jax.Array  # i32, items whose argmax changed since the last iteration
-    active: jax.Array  # bool, the iteration ran (False once converged)
-
-
-class EMResult(NamedTuple):
-    counts: jax.Array  # (W, K, K) f32, final (soft) counts
-    log_class_prior: jax.Array  # (K,) f32
-    iterations: jax.Array  # () i32, E-steps run
-    trace: EMTrace | None
-    posterior: jax.Array | None = None  # (N, K) of the last E-step (with `start_posterior`)
-    history: jax.Array | None = None  # (max_em_steps,) statistic per iteration, NaN after the last
 
 
 def confusion(alpha: jax.Array) -> jax.Array:
@@ -105,44 +89,6 @@ def majority_vote(annotations: AnnotationState, num_classes: int) -> jax.Array:
     total = votes.sum(-1, keepdims=True)
     uniform = jnp.full_like(votes, 1.0 / num_classes)
     return jnp.where(total > 0, votes / jnp.where(total > 0, total, 1.0), uniform)
-
-
-def first_argmax(scores: jax.Array) -> jax.Array:
-    """(N,) i32 index of the first maximum of each row (as np.argmax).
-
-    Two single-operand reductions (max, then min over the tied indices) instead of XLA's
-    variadic arg-max reduction, which is several times slower on CPU.
-    """
-    k = scores.shape[-1]
-    is_max = scores >= scores.max(-1, keepdims=True)
-    first = jnp.where(is_max, jnp.arange(k, dtype=jnp.int32), k).min(-1)
-    return jnp.minimum(first, k - 1)
-
-
-def hash32(x: jax.Array) -> jax.Array:
-    """A cheap uint32 mixing function (lowbias32), for in-kernel pseudo-random priorities."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def tie_broken_argmax(scores: jax.Array, salt: jax.Array, rows: jax.Array | None = None) -> jax.Array:
-    """(N,) argmax over the last axis, exact ties broken uniformly at random (seeded by `salt`).
-
-    The reference adds tiny noise before its arg-max. Here every (row, class) cell gets a
-    hashed 32-bit priority and the tied class with the smallest priority wins: the same
-    uniform choice without drawing an (N, K) random array, and with single-operand
-    reductions only (see `first_argmax`).
-    """
-    n, k = scores.shape
-    cell = jnp.arange(n, dtype=jnp.uint32)[:, None] * jnp.uint32(k) + jnp.arange(k, dtype=jnp.uint32)
-    priority = hash32(hash32(cell ^ salt) + salt)
-    is_max = scores >= scores.max(-1, keepdims=True)
-    best = jnp.where(is_max, priority, jnp.uint32(0xFFFFFFFF)).min(-1, keepdims=True)
-    winner = jnp.where(is_max & (priority == best), jnp.arange(k, dtype=jnp.int32), k).min(-1)
-    return jnp.minimum(winner, k - 1)
 
 
 def _add_hard_counts(flat_counts, worker, label, valid, label_hat, num_workers: int, num_classes: int):
@@ -251,7 +197,7 @@ def _m_step(
     w, k = static.num_workers, static.num_classes
     if static.em.m_step == "soft":
         return soft_counts(annotations, posterior, w, k)
-    return hard_counts(annotations, _gold_or(gold, tie_broken_argmax(log_b, salt)), w, k)
+    return hard_counts(annotations, _gold_or(gold, ops.tie_broken_argmax(log_b, salt)), w, k)
 
 
 def _statistic(
@@ -305,16 +251,73 @@ def initial_counts(
 class EPass(NamedTuple):
     """What one pass over the items computes (see `e_pass`)."""
 
-    posterior: jax.Array | None  # (N, K) normalised posterior, when requested
+    posterior: jax.Array | None  # (N, K) normalised posterior, None unless requested
     label_hat: jax.Array  # (N,) i32 first arg-max
-    counts: jax.Array | None  # (W, K, K) M-step counts from this posterior, when requested
+    counts: jax.Array | None  # (W, K, K) M-step counts from this posterior, None without `m_step`
     posterior_sum: jax.Array  # (K,) sum of the posterior over annotated items
-    log_evidence: jax.Array | None  # (N,) log p(labels_i) given the prior, annotated items only
+    log_evidence: jax.Array | None  # (N,) log p(labels_i) given the prior (annotated items), or None
+
+
+class EPassCarry(NamedTuple):
+    """The outputs of `e_pass` while it walks over the item blocks (its loop carry).
+
+    Optional fields are None when the output was not requested, so nothing is computed
+    or carried for them.
+    """
+
+    posterior: jax.Array | None  # (N, K) f32 posterior rows written so far
+    label_hat: jax.Array  # (N,) i32 first arg-max rows written so far
+    log_evidence: jax.Array | None  # (N,) f32 per-item evidence written so far
+    counts: jax.Array | None  # hard: (W * K * K,) f32 flat [j, y, z]; soft: (W * K, K) f32 rows (j, z)
+    posterior_sum: jax.Array  # (K,) f32 posterior summed over the annotated items so far
+
+
+class EPassInputs(NamedTuple):
+    """The fixed inputs of one `e_pass`, sliced block by block."""
+
+    table: jax.Array  # (W * K, K) f32 `likelihood_table`
+    annotations: AnnotationState  # (N, A) slots
+    log_class_prior: jax.Array  # (K,) f32
+    log_learner: jax.Array | None  # (N, K) f32 learner log-prior, or None
+    gold: jax.Array | None  # (N,) i32 known classes (-1 when unknown), or None
+    salt: jax.Array | None  # () uint32 seed of the hard M-step's tie-breaks
 
 
 def _block_size(static: Static, n: int) -> int:
     block = static.em.item_block
     return n if block <= 0 or block >= n else block
+
+
+def _e_block(static: Static, inputs: EPassInputs, m_step: str | None, c: EPassCarry, start, size: int) -> EPassCarry:
+    """`e_pass` over the `size` items from `start`: write their rows, add their counts."""
+    k, w = static.num_classes, static.num_workers
+    cut = lambda x: None if x is None else jax.lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
+    put = lambda buf, x: None if buf is None else jax.lax.dynamic_update_slice_in_dim(buf, x, start, 0)  # noqa: E731
+    ann = inputs.annotations
+    worker, label, valid = cut(ann.worker), cut(ann.label), cut(ann.valid)
+    codes = jnp.where(valid, worker * k + label, 0)
+    learner_rows, gold_rows = cut(inputs.log_learner), cut(inputs.gold)
+    lb = log_belief(inputs.table, codes, valid, inputs.log_class_prior, learner_rows)
+    post = clamp_to_gold(jax.nn.softmax(lb, -1), gold_rows)
+    annotated = valid.any(-1)
+    counts = c.counts
+    if m_step == "hard":
+        y_hat = _gold_or(gold_rows, ops.tie_broken_argmax(lb, inputs.salt, start + jnp.arange(size)))
+        counts = _add_hard_counts(counts, worker, label, valid, y_hat, w, k)
+    elif m_step == "soft":
+        counts = _add_soft_counts(counts, worker, label, valid, post, w, k)
+    evidence = None
+    if c.log_evidence is not None:
+        prior_only = inputs.log_class_prior if learner_rows is None else inputs.log_class_prior + learner_rows
+        prior_only = jnp.broadcast_to(prior_only, lb.shape)
+        evidence = jnp.where(annotated, jax.nn.logsumexp(lb, -1) - jax.nn.logsumexp(prior_only, -1), 0.0)
+    return EPassCarry(
+        posterior=put(c.posterior, post),
+        label_hat=put(c.label_hat, _gold_or(gold_rows, ops.first_argmax(lb))),
+        log_evidence=put(c.log_evidence, evidence),
+        counts=counts,
+        posterior_sum=c.posterior_sum + jnp.where(annotated[:, None], post, 0.0).sum(0),
+    )
 
 
 def e_pass(
@@ -338,68 +341,48 @@ def e_pass(
     on a CPU. Nothing is padded or copied.
 
     Args:
-      table: (W * K, K) `likelihood_table`; log_class_prior: (K,); log_learner: (N, K) or None.
+      table: (W * K, K) `likelihood_table`; annotations: (N, A) slots;
+      log_class_prior: (K,); log_learner: (N, K) or None.
       m_step: None, 'hard' (counts of the tie-broken arg-max, seeded by `salt`) or 'soft'.
+      with_posterior / with_evidence: also return the (N, K) posterior / (N,) evidence.
       gold: (N,) i32 known classes (-1 when unknown): those items' posterior is one-hot
         and their label fixed in every E-step (crowd-kit's ``true_labels``).
     """
     n, k, w = static.num_items, static.num_classes, static.num_workers
-    block = _block_size(static, n)
-
-    def run_block(carry, start, size: int):
-        post_buf, hat_buf, ev_buf, counts, post_sum = carry
-        cut = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
-        put = lambda buf, x: None if buf is None else jax.lax.dynamic_update_slice_in_dim(buf, x, start, 0)  # noqa: E731
-        worker, label, valid = cut(annotations.worker), cut(annotations.label), cut(annotations.valid)
-        codes = jnp.where(valid, worker * k + label, 0)
-        learner_rows = None if log_learner is None else cut(log_learner)
-        lb = log_belief(table, codes, valid, log_class_prior, learner_rows)
-        gold_rows = None if gold is None else cut(gold)
-        post = clamp_to_gold(jax.nn.softmax(lb, -1), gold_rows)
-        annotated = valid.any(-1)
-        post_sum = post_sum + jnp.where(annotated[:, None], post, 0.0).sum(0)
-        if m_step == "hard":
-            y_hat = _gold_or(gold_rows, tie_broken_argmax(lb, salt, start + jnp.arange(size)))
-            counts = _add_hard_counts(counts, worker, label, valid, y_hat, w, k)
-        elif m_step == "soft":
-            counts = _add_soft_counts(counts, worker, label, valid, post, w, k)
-        evidence = None
-        if with_evidence:
-            prior_only = log_class_prior if learner_rows is None else log_class_prior + learner_rows
-            prior_only = jnp.broadcast_to(prior_only, lb.shape)
-            evidence = jnp.where(annotated, jax.nn.logsumexp(lb, -1) - jax.nn.logsumexp(prior_only, -1), 0.0)
-        label_hat = _gold_or(gold_rows, first_argmax(lb))
-        return put(post_buf, post), put(hat_buf, label_hat), put(ev_buf, evidence), counts, post_sum
-
-    counts0 = None
-    if m_step == "hard":
-        counts0 = jnp.zeros(w * k * k, jnp.float32)
-    elif m_step == "soft":
-        counts0 = jnp.zeros((w * k, k), jnp.float32)
-    carry = (
-        jnp.zeros((n, k), jnp.float32) if with_posterior else None,
-        jnp.zeros(n, jnp.int32),
-        jnp.zeros(n, jnp.float32) if with_evidence else None,
-        counts0,
-        jnp.zeros(k, jnp.float32),
+    chex.assert_shape([table, log_class_prior], [(w * k, k), (k,)])
+    chex.assert_shape([annotations.worker, annotations.label], (n, static.max_annotations))
+    if log_learner is not None:
+        chex.assert_shape(log_learner, (n, k))
+    if gold is not None:
+        chex.assert_shape(gold, (n,))
+    counts = {"hard": jnp.zeros(w * k * k, jnp.float32), "soft": jnp.zeros((w * k, k), jnp.float32)}
+    carry = EPassCarry(
+        posterior=jnp.zeros((n, k), jnp.float32) if with_posterior else None,
+        label_hat=jnp.zeros(n, jnp.int32),
+        log_evidence=jnp.zeros(n, jnp.float32) if with_evidence else None,
+        counts=counts.get(m_step),
+        posterior_sum=jnp.zeros(k, jnp.float32),
     )
+    inputs = EPassInputs(table, annotations, log_class_prior, log_learner, gold, salt)
+    block = _block_size(static, n)
     full, rest = divmod(n, block)
     if full == 1:
-        carry = run_block(carry, 0, block)
+        carry = _e_block(static, inputs, m_step, carry, 0, block)
     elif full > 1:
-        carry = jax.lax.fori_loop(0, full, lambda i, c: run_block(c, i * block, block), carry)
+        body = lambda i, c: _e_block(static, inputs, m_step, c, i * block, block)  # noqa: E731
+        carry = jax.lax.fori_loop(0, full, body, carry)
     if rest:
-        carry = run_block(carry, full * block, rest)
-    post, hat, evidence, counts, post_sum = carry
+        carry = _e_block(static, inputs, m_step, carry, full * block, rest)
+    out = carry.counts
     if m_step == "hard":
-        counts = _hard_shape(counts, w, k)
+        out = _hard_shape(out, w, k)
     elif m_step == "soft":
-        counts = _soft_shape(counts, w, k)
-    return EPass(posterior=post, label_hat=hat, counts=counts, posterior_sum=post_sum, log_evidence=evidence)
+        out = _soft_shape(out, w, k)
+    return EPass(carry.posterior, carry.label_hat, out, carry.posterior_sum, carry.log_evidence)
 
 
 class EMStep(NamedTuple):
-    """What one EM iteration produces."""
+    """What one E-step + M-step produces."""
 
     posterior: jax.Array | None  # (N, K) posterior of the E-step, when requested
     label_hat: jax.Array  # (N,) i32 first arg-max
@@ -421,7 +404,7 @@ def em_step(
     with_evidence: bool = False,
     gold: jax.Array | None = None,
 ) -> EMStep:
-    """One EM iteration: the E-step with pseudo-counts prior + `counts`, then the M-step.
+    """The E-step with pseudo-counts prior + `counts`, then the M-step.
 
     Args:
       salt: () uint32 seed of the hard M-step's random tie-breaks.
@@ -429,38 +412,82 @@ def em_step(
       gold: (N,) i32 known classes (-1 when unknown), clamped (see `e_pass`).
     """
     table = likelihood_table(prior_alpha + counts, params.log_epsilon)
-    out = e_pass(
-        static,
-        table,
-        annotations,
-        log_class_prior,
-        log_learner,
-        m_step=static.em.m_step,
-        salt=salt,
-        with_posterior=with_posterior,
-        with_evidence=with_evidence,
-        gold=gold,
-    )
+    out = e_pass(static, table, annotations, log_class_prior, log_learner, m_step=static.em.m_step, salt=salt,
+                 with_posterior=with_posterior, with_evidence=with_evidence, gold=gold)  # fmt: skip
     if static.em.class_prior == "learned":
         n_annotated = jnp.maximum(_annotated(annotations).sum(), 1)
         log_class_prior = jnp.log(jnp.maximum(out.posterior_sum / n_annotated, _PROB_FLOOR))
     return EMStep(out.posterior, out.label_hat, log_class_prior, out.counts, out.log_evidence)
 
 
-class _Carry(NamedTuple):
-    """The state of the EM loop (one lane)."""
+class EMLoop(NamedTuple):
+    """One EM solve between iterations (one lane): what `iterate` advances."""
 
-    counts: jax.Array  # (W, K, K)
-    log_prior: jax.Array  # (K,)
-    stat: jax.Array  # () statistic of the last iteration
-    label_hat: jax.Array  # (N,) labels of the last E-step
-    done: jax.Array  # () converged (frozen from then on)
-    iterations: jax.Array  # () E-steps run
-    posterior: jax.Array | None  # (N, K) posterior of the last E-step, when kept
-    history: jax.Array | None  # (max_em_steps,) statistic per iteration, NaN after the last
+    counts: jax.Array  # (W, K, K) f32 counts of the latest M-step
+    log_class_prior: jax.Array  # (K,) f32 log P(y) of the latest M-step
+    statistic: jax.Array  # () f32 convergence statistic of the latest iteration
+    label_hat: jax.Array  # (N,) i32 first arg-max of the latest E-step
+    done: jax.Array  # () bool converged (or nothing to do): frozen from then on
+    iterations: jax.Array  # () i32 iterations run
 
 
-def run_em(
+def start_loop(static: Static, annotations: AnnotationState, counts: jax.Array, log_class_prior: jax.Array) -> EMLoop:
+    """The loop before the first iteration; already done when no slot is filled."""
+    return EMLoop(counts=counts, log_class_prior=log_class_prior, statistic=jnp.float32(0),
+                  label_hat=jnp.zeros(static.num_items, jnp.int32), done=~annotations.valid.any(),
+                  iterations=jnp.int32(0))  # fmt: skip
+
+
+def iterate(
+    static: Static,
+    params: Params,
+    annotations: AnnotationState,
+    prior_alpha: jax.Array,
+    log_learner: jax.Array | None,
+    key: jax.Array,
+    loop: EMLoop,
+    *,
+    with_posterior: bool = False,
+    with_evidence: bool = False,
+    gold: jax.Array | None = None,
+) -> tuple[EMLoop, EMStep]:
+    """One EM iteration: E-step, M-step, convergence statistic and test.
+
+    A loop that is already done comes back unchanged (so the iteration is safe under
+    `vmap`, where converged lanes keep running with the others). The convergence test
+    needs a previous iteration: the first never converges.
+
+    Args:
+      key: the solve's key; iteration i seeds its tie-breaks with ``fold_in(key, i)``.
+    Returns:
+      The advanced loop and the iteration's raw `EMStep` (whose posterior and evidence
+      are only defined when requested; use them only where the loop was not done).
+    """
+    salt = jax.random.bits(jax.random.fold_in(key, loop.iterations), (), jnp.uint32)
+    step = em_step(static, params, annotations, prior_alpha, loop.counts, loop.log_class_prior, log_learner, salt,
+                   with_posterior=with_posterior or static.em.criterion == "elbo", with_evidence=with_evidence,
+                   gold=gold)  # fmt: skip
+    alpha = prior_alpha + step.counts
+    stat = _statistic(static, params, annotations, step.label_hat, step.posterior, alpha, step.log_class_prior)
+    now = (loop.iterations > 0) & _converged(static, params, stat, loop.statistic, step.label_hat, loop.label_hat)
+    keep = lambda old, new: jnp.where(loop.done, old, new)  # noqa: E731  frozen once done
+    new = EMLoop(
+        counts=keep(loop.counts, step.counts), log_class_prior=keep(loop.log_class_prior, step.log_class_prior),
+        statistic=keep(loop.statistic, stat), label_hat=keep(loop.label_hat, step.label_hat), done=loop.done | now,
+        iterations=loop.iterations + (~loop.done).astype(jnp.int32),
+    )  # fmt: skip
+    return new, step
+
+
+class EMResult(NamedTuple):
+    """The outcome of the simulator's EM (`run`)."""
+
+    counts: jax.Array  # (W, K, K) f32 final (soft) counts
+    log_class_prior: jax.Array  # (K,) f32
+    iterations: jax.Array  # () i32 iterations run
+
+
+def run(
     static: Static,
     params: Params,
     annotations: AnnotationState,
@@ -469,73 +496,120 @@ def run_em(
     log_class_prior: jax.Array,
     log_learner: jax.Array | None,
     key: jax.Array,
-    with_trace: bool = False,
-    gold: jax.Array | None = None,
-    start_posterior: jax.Array | None = None,
 ) -> EMResult:
-    """Up to `max_em_steps` EM iterations from `counts`; converged lanes stay frozen.
+    """The simulator's EM: up to `max_em_steps` iterations from `counts`, early exit.
 
-    Without a trace the iterations run in a `lax.while_loop` that ends when the lane
-    (under vmap: every lane) has converged, so typical solves of 2-4 iterations do not pay
-    for `max_em_steps`; with a trace a `lax.scan` records every iteration.
+    The iterations run in a `lax.while_loop` that ends when the lane (under vmap: every
+    lane) has converged, so typical solves of 2-4 iterations do not pay for
+    `max_em_steps`; converged lanes stay frozen. With no filled slot, nothing runs.
 
     Args:
-      annotations: the filled slots (N, A).
-      prior_alpha: (W, K, K) prior pseudo-counts (strength applied).
-      counts: (W, K, K) starting counts (see `initial_counts`).
-      log_class_prior: (K,) starting log P(y).
-      log_learner: (N, K) learner log-prior used in every E-step, or None.
-      key: seeds the random tie-breaks of the hard M-step.
-      with_trace: also return per-iteration diagnostics (static).
-      gold: (N,) i32 known classes (-1 when unknown), clamped in every E-step.
-      start_posterior: (N, K) when given, the result also carries the posterior of the
-        last E-step (crowd-kit reports that one) and the statistic of every iteration;
-        `start_posterior` is returned when EM is skipped.
-    Returns:
-      `EMResult`; with no filled slot at all, EM is skipped (0 iterations).
+      annotations: (N, A) filled slots; prior_alpha: (W, K, K) pseudo-counts (strength
+      applied); counts: (W, K, K) starting counts (see `initial_counts`);
+      log_class_prior: (K,) starting log P(y); log_learner: (N, K) learner log-prior used
+      in every E-step, or None; key: seeds the hard M-step's tie-breaks.
     """
+
+    def body(loop: EMLoop) -> EMLoop:
+        return iterate(static, params, annotations, prior_alpha, log_learner, key, loop)[0]
+
+    running = lambda loop: ~loop.done & (loop.iterations < static.em.max_em_steps)  # noqa: E731
+    final = jax.lax.while_loop(running, body, start_loop(static, annotations, counts, log_class_prior))
+    return EMResult(counts=final.counts, log_class_prior=final.log_class_prior, iterations=final.iterations)
+
+
+class EMTrace(NamedTuple):
+    """Per-iteration diagnostics of one EM solve, each (max_em_steps,); entry i = iteration i."""
+
+    statistic: jax.Array  # f32, the convergence statistic of the criterion (NaN after the last)
+    log_likelihood: jax.Array  # f32, observed-label log-likelihood before the M-step (NaN after the last)
+    label_changes: jax.Array  # i32, items whose argmax changed since the last iteration (0 after the last)
+    active: jax.Array  # bool, the iteration ran
+
+
+class EMSolution(NamedTuple):
+    """The outcome of `solve`."""
+
+    counts: jax.Array  # (W, K, K) f32 final (soft) counts
+    log_class_prior: jax.Array  # (K,) f32
+    iterations: jax.Array  # () i32 iterations run
+    posterior: jax.Array  # (N, K) f32 posterior of the last E-step (the start posterior if none ran)
+    history: jax.Array  # (max_em_steps,) f32 statistic per iteration, NaN after the last
+    trace: EMTrace | None  # per-iteration diagnostics, with `with_trace`
+
+
+class SolveCarry(NamedTuple):
+    """The loop carry of `solve`."""
+
+    loop: EMLoop
+    posterior: jax.Array  # (N, K) f32 posterior of the latest E-step
+    history: jax.Array  # (max_em_steps,) f32 statistic per iteration so far, NaN after
+    trace: EMTrace | None  # (max_em_steps,) buffers, with `with_trace`
+
+
+def _record(c: SolveCarry, loop: EMLoop, step: EMStep, annotated: jax.Array) -> SolveCarry:
+    """`c` after the iteration that produced `loop` and `step` (unchanged where c was done)."""
+    i = c.loop.iterations
+    keep = lambda old, new: jnp.where(c.loop.done, old, new)  # noqa: E731
+    trace = c.trace
+    if trace is not None:
+        changes = jnp.where(i > 0, (step.label_hat != c.loop.label_hat).sum(), annotated.sum()).astype(jnp.int32)
+        now = EMTrace(loop.statistic, step.log_evidence.sum(), changes, jnp.bool_(True))
+        trace = jax.tree.map(lambda buf, x: keep(buf, buf.at[i].set(x)), trace, now)
+    return SolveCarry(loop=loop, posterior=keep(c.posterior, step.posterior),
+                      history=keep(c.history, c.history.at[i].set(loop.statistic)), trace=trace)  # fmt: skip
+
+
+def solve(
+    static: Static,
+    params: Params,
+    annotations: AnnotationState,
+    prior_alpha: jax.Array,
+    counts: jax.Array,
+    log_class_prior: jax.Array,
+    log_learner: jax.Array | None,
+    key: jax.Array,
+    *,
+    gold: jax.Array | None = None,
+    start_posterior: jax.Array | None = None,
+    with_trace: bool = False,
+    max_iterations: jax.Array | None = None,
+) -> EMSolution:
+    """EM for one-off fits and diagnostics: `run`'s iterations, plus what they produced.
+
+    Same iterations, stopping rule and early exit as `run`; in addition it keeps the
+    posterior of the last E-step (what crowd-kit reports), the statistic of every
+    iteration and, with `with_trace`, per-iteration diagnostics.
+
+    Args:
+      (as `run`), and:
+      gold: (N,) i32 known classes (-1 when unknown), clamped in every E-step.
+      start_posterior: (N, K) returned as the posterior when no iteration runs; default:
+        majority vote (gold clamped).
+      with_trace: also fill an `EMTrace` (static).
+      max_iterations: () i32 iteration limit at most ``static.em.max_em_steps``; a traced
+        value, so changing it does not recompile (default: max_em_steps).
+    """
+    steps = static.em.max_em_steps
+    limit = steps if max_iterations is None else jnp.minimum(max_iterations, steps)
+    if start_posterior is None:
+        start_posterior = clamp_to_gold(majority_vote(annotations, static.num_classes), gold)
+    chex.assert_shape(start_posterior, (static.num_items, static.num_classes))
     annotated = _annotated(annotations)
-    keep_posterior = start_posterior is not None
+    nan = jnp.full((steps,), jnp.nan, jnp.float32)
+    trace = EMTrace(nan, nan, jnp.zeros(steps, jnp.int32), jnp.zeros(steps, bool)) if with_trace else None
+    start = SolveCarry(start_loop(static, annotations, counts, log_class_prior), start_posterior, nan, trace)
 
-    def iteration(c: _Carry):
-        salt = jax.random.bits(jax.random.fold_in(key, c.iterations), (), jnp.uint32)
-        step = em_step(static, params, annotations, prior_alpha, c.counts, c.log_prior, log_learner, salt,
-                       with_posterior=keep_posterior or static.em.criterion == "elbo", with_evidence=with_trace,
-                       gold=gold)  # fmt: skip
-        alpha = prior_alpha + step.counts
-        stat = _statistic(static, params, annotations, step.label_hat, step.posterior, alpha, step.log_class_prior)
-        now = (c.iterations > 0) & _converged(static, params, stat, c.stat, step.label_hat, c.label_hat)
-        keep = lambda old, new: None if old is None else jnp.where(c.done, old, new)  # noqa: E731  frozen once done
-        history = None if c.history is None else c.history.at[c.iterations].set(stat)
-        new = _Carry(
-            counts=keep(c.counts, step.counts), log_prior=keep(c.log_prior, step.log_class_prior),
-            stat=keep(c.stat, stat), label_hat=keep(c.label_hat, step.label_hat), done=c.done | now,
-            iterations=c.iterations + (~c.done).astype(jnp.int32), posterior=keep(c.posterior, step.posterior),
-            history=keep(c.history, history),
-        )  # fmt: skip
-        if not with_trace:
-            return new, None
-        changes = jnp.where(c.iterations > 0, (step.label_hat != c.label_hat).sum(), annotated.sum())
-        trace = EMTrace(
-            statistic=stat, log_likelihood=step.log_evidence.sum(), label_changes=changes.astype(jnp.int32),
-            active=~c.done,
-        )  # fmt: skip
-        return new, trace
+    def body(c: SolveCarry) -> SolveCarry:
+        loop, step = iterate(static, params, annotations, prior_alpha, log_learner, key, c.loop,
+                             with_posterior=True, with_evidence=with_trace, gold=gold)  # fmt: skip
+        return _record(c, loop, step, annotated)
 
-    start = _Carry(
-        counts=counts, log_prior=log_class_prior, stat=jnp.float32(0), label_hat=jnp.zeros(static.num_items, jnp.int32),
-        done=~annotations.valid.any(), iterations=jnp.int32(0), posterior=start_posterior,
-        history=jnp.full((static.em.max_em_steps,), jnp.nan, jnp.float32) if keep_posterior else None,
-    )  # fmt: skip
-    if with_trace:
-        final, trace = jax.lax.scan(lambda c, _: iteration(c), start, None, length=static.em.max_em_steps)
-    else:
-        running = lambda c: ~c.done & (c.iterations < static.em.max_em_steps)  # noqa: E731
-        final, trace = jax.lax.while_loop(running, lambda c: iteration(c)[0], start), None
-    return EMResult(
-        counts=final.counts, log_class_prior=final.log_prior, iterations=final.iterations, trace=trace,
-        posterior=final.posterior, history=final.history,
-    )  # fmt: skip
+    running = lambda c: ~c.loop.done & (c.loop.iterations < limit)  # noqa: E731
+    final = jax.lax.while_loop(running, body, start)
+    return EMSolution(counts=final.loop.counts, log_class_prior=final.loop.log_class_prior,
+                      iterations=final.loop.iterations, posterior=final.posterior, history=final.history,
+                      trace=final.trace)  # fmt: skip
 
 
 def posterior(
@@ -561,3 +635,15 @@ def posterior(
 def risk(posterior: jax.Array) -> jax.Array:
     """(N,) 1 - max_y posterior."""
     return 1.0 - posterior.max(-1)
+
+
+def init_state(static: Static) -> EMState:
+    """Estimates before any label: zero counts, uniform class prior and posterior."""
+    n, k, w = static.num_items, static.num_classes, static.num_workers
+    return EMState(
+        counts=jnp.zeros((w, k, k), jnp.float32),
+        log_class_prior=jnp.full((k,), -jnp.log(k), jnp.float32),
+        posterior=jnp.full((n, k), 1.0 / k, jnp.float32),
+        risk=jnp.full((n,), 1.0 - 1.0 / k, jnp.float32),
+        iterations=jnp.int32(0),
+    )

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxanno import em, metrics
+from jaxanno import metrics, ops
 from jaxanno.types import LearnerState, Params, Static
 
 CALIBRATION_ECE_BINS = 15  # the reference's temperature check uses a 15-bin ECE
@@ -227,7 +227,7 @@ def _nll(logits: jax.Array, labels: jax.Array, weight: jax.Array, temperature: j
 
 def _calibration_ece(logits, labels, weight) -> jax.Array:
     probs = jax.nn.softmax(logits, -1)
-    correct = em.first_argmax(probs) == labels
+    correct = ops.first_argmax(probs) == labels
     ece = metrics.expected_calibration_error(probs.max(-1), correct, weight > 0, CALIBRATION_ECE_BINS)
     return jnp.nan_to_num(ece)
 
@@ -463,7 +463,7 @@ def fit_predict(
     """
     ls = static.learner
     k_split, k_fit = jax.random.split(key)
-    labels = jnp.concatenate([em.first_argmax(item_posterior), prototype_labels])
+    labels = jnp.concatenate([ops.first_argmax(item_posterior), prototype_labels])
     split = make_split(static, params, labels, annotated, 1.0 - item_posterior.max(-1), k_split)
     if ls.calibrate == "cv":
         pred = _cross_validated(static, params, features, split, k_fit)

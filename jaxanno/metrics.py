@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxanno import em
+from jaxanno import ops
 from jaxanno.types import BeliefMetrics, SubsetMetrics
 
 ECE_BINS = 10
@@ -75,7 +75,7 @@ def belief_metrics(belief: jax.Array, labels: jax.Array, confident: jax.Array) -
     """
     rank = true_class_rank(belief, labels)
     confidence = belief.max(-1)
-    argmax_correct = em.first_argmax(belief) == labels
+    argmax_correct = ops.first_argmax(belief) == labels
     everyone = jnp.ones_like(confident)
     return BeliefMetrics(
         all=subset_metrics(rank, confidence, argmax_correct, everyone),

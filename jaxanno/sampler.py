@@ -1,9 +1,9 @@
-"""Choosing HITs: which items go to which worker, stop rules and the early stopper.
+"""Choosing HITs: which items go to which worker, and recording the answers.
 
 One online step issues `hits_per_step` HITs of `hit_size` items. An item is eligible when
 its risk is above the threshold and it has fewer than A labels; when fewer than `hit_size`
-items are eligible the threshold is lowered in steps of 0.01 until enough are. Where the
-reference would loop forever (fewer than `hit_size` items have room at all), jaxanno issues
+items are eligible the threshold is lowered in steps of 0.01 until enough are. Where that
+rule alone would loop forever (fewer than `hit_size` items have room at all), jaxanno issues
 a smaller, masked HIT with every item that has room. Items of one HIT are distinct; HITs
 of one step go to distinct workers; counters are updated after every HIT.
 
@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from jaxanno import em
-from jaxanno.types import AnnotationState, EMState, Params, SimState, Static, StopperState, WorkerPool
+from jaxanno import em, ops
+from jaxanno.types import AnnotationState, EMState, Params, Static, WorkerPool
 
-THRESHOLD_STEP = 0.01  # the reference lowers the risk threshold by this much at a time
-EARLY_STOP_WINDOW_LABELS = 5000  # the early stopper looks back this many labels' worth of steps
+THRESHOLD_STEP = 0.01  # the risk threshold is lowered by this much at a time
 
 
 class Hits(NamedTuple):
@@ -35,11 +35,11 @@ class Hits(NamedTuple):
 
 
 MAX_THRESHOLD_STEPS = 102  # risks lie in [0, 1]: at most 1 / 0.01 + 1 lowerings ever matter
-CANDIDATES_PER_SLOT = 4  # expected candidates per HIT lane before the final draw (see `_pick_items`)
+CANDIDATES_PER_SLOT = 4  # expected candidates per HIT lane before the final draw (see `draw_hit_items`)
 
 
 def lowered_threshold(risk: jax.Array, room: jax.Array, threshold: jax.Array, hit_size: int) -> jax.Array:
-    """The reference's threshold after lowering it by 0.01 until `hit_size` items qualify.
+    """The risk threshold after lowering it by 0.01 until `hit_size` items with room qualify.
 
     Closed form without sorting: an item with room first qualifies after
     m_i = max(0, floor((threshold - risk_i) / 0.01) + 1) lowerings; a histogram of m_i
@@ -55,8 +55,13 @@ def lowered_threshold(risk: jax.Array, room: jax.Array, threshold: jax.Array, hi
     return jnp.where(enough[-1], lowered, -jnp.inf)
 
 
-def _pick_items(risk, item_count, threshold, static: Static, key):
-    """(B,) items of one HIT drawn uniformly from the eligible ones, and lane validity.
+def draw_hit_items(
+    risk: jax.Array, room: jax.Array, threshold: jax.Array, hit_size: int, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The items of one HIT, drawn uniformly from the eligible ones, and lane validity.
+
+    Eligible: items with room whose risk is above the threshold after `lowered_threshold`
+    (every item with room when fewer than `hit_size` have room: a smaller, masked HIT).
 
     Every item gets a hashed random priority and the B eligible items with the smallest
     win: a uniform draw without replacement. Sorting all N priorities for that (top_k over
@@ -64,12 +69,18 @@ def _pick_items(risk, item_count, threshold, static: Static, key):
     each eligible item enters with probability min(1, 4B / #eligible), and the candidates
     hold the B smallest priorities unless fewer than B of them (or more than the 8B slots)
     are drawn, which for B = 40 has a probability below 1e-19.
+
+    Args:
+      risk: (N,) f32; room: (N,) bool items that may take another label;
+      threshold: () f32 risk threshold before lowering; hit_size: B (static); key: the draw.
+    Returns:
+      items: (B,) i32 distinct item indices (any index on invalid lanes);
+      valid: (B,) bool lanes that carry an item.
     """
-    n, b = risk.shape[0], static.hit_size
-    room = item_count < static.max_annotations
+    n, b = risk.shape[0], hit_size
     eligible = room & (risk > lowered_threshold(risk, room, threshold, b))
     salt = jax.random.bits(key, (), jnp.uint32)
-    priority = (em.hash32(jnp.arange(n, dtype=jnp.uint32) ^ salt) >> 1).astype(jnp.int32)  # uniform in [0, 2^31)
+    priority = (ops.hash32(jnp.arange(n, dtype=jnp.uint32) ^ salt) >> 1).astype(jnp.int32)  # uniform in [0, 2^31)
     keep = jnp.minimum(1.0, CANDIDATES_PER_SLOT * b / jnp.maximum(eligible.sum(), 1).astype(jnp.float32))
     candidates = eligible & (priority.astype(jnp.float32) < keep * 2.0**31)
     rows = jnp.nonzero(candidates, size=2 * CANDIDATES_PER_SLOT * b, fill_value=n)[0]
@@ -92,11 +103,13 @@ def worker_accuracy_on(belief: jax.Array, valid: jax.Array, alpha: jax.Array) ->
     return (per_item * valid[:, None]).sum(0) / jnp.maximum(valid.sum(), 1)
 
 
-def random_argmax(scores: jax.Array, allowed: jax.Array, key: jax.Array) -> jax.Array:
-    """() i32 index of the largest allowed score, ties broken uniformly at random."""
-    scores = jnp.where(allowed, scores, -jnp.inf)
-    is_max = allowed & (scores == scores.max())
-    return jnp.argmax(jnp.where(is_max, jax.random.uniform(key, scores.shape, minval=0.5), 0.0)).astype(jnp.int32)
+class HitCounters(NamedTuple):
+    """What the HITs of one step have used up so far (the scan carry of `select_hits`)."""
+
+    item_count: jax.Array  # (N,) i32 labels per item, counting earlier HITs of this step
+    worker_count: jax.Array  # (W,) i32 labels per worker, counting earlier HITs of this step
+    used: jax.Array  # (W,) bool workers that already got a HIT in this step
+    issued: jax.Array  # () i32 labels issued in this step
 
 
 def select_hits(
@@ -108,47 +121,55 @@ def select_hits(
     labels_left: jax.Array,
     key: jax.Array,
 ) -> Hits:
-    """Draw one step's HITs (REFERENCE section 7) under the label budget.
+    """Draw one step's HITs under the label budget.
+
+    Each HIT's items come from `draw_hit_items` with the counters updated by the HITs
+    before it. 'random': the HITs go to the first `hits_per_step` workers of a random
+    permutation. 'greedy_task_assignment': to the worker, not yet used in this step and
+    with room for a whole HIT under ``params.max_annotation_per_worker``, with the highest
+    expected accuracy on the HIT's items (`worker_accuracy_on`, ties broken at random).
 
     Args:
-      annotations: current slots and counters.
-      em_state: current posterior and risk.
+      annotations: current slots (N, A) and counters.
+      em_state: current posterior (N, K) and risk (N,).
       alpha: (W, K, K) current pseudo-counts (greedy assignment only).
       labels_left: () i32 labels the budget still allows.
     Returns:
       `Hits`; lanes beyond the budget, without an eligible item or without an available
       worker are invalid.
     """
+    n, w, k = static.num_items, static.num_workers, static.num_classes
+    chex.assert_shape(annotations.worker, (n, static.max_annotations))
+    chex.assert_shape([em_state.posterior, em_state.risk, alpha], [(n, k), (n,), (w, k, k)])
+    chex.assert_rank(labels_left, 0)
     k_order, k_hits = jax.random.split(key)
-    order = jax.random.permutation(k_order, static.num_workers)
+    order = jax.random.permutation(k_order, w)
     greedy = static.sampler == "greedy_task_assignment"
 
-    def one_hit(carry, h):
-        item_count, worker_count, used, issued = carry
+    def one_hit(c: HitCounters, h):
         k_items, k_worker = jax.random.split(jax.random.fold_in(k_hits, h))
-        items, valid = _pick_items(em_state.risk, item_count, params.risk_threshold, static, k_items)
+        room = c.item_count < static.max_annotations
+        items, valid = draw_hit_items(em_state.risk, room, params.risk_threshold, static.hit_size, k_items)
         if greedy:
-            free = ~used & (worker_count + static.hit_size <= params.max_annotation_per_worker)
+            free = ~c.used & (c.worker_count + static.hit_size <= params.max_annotation_per_worker)
             score = worker_accuracy_on(em_state.posterior[items], valid, alpha)
-            worker = random_argmax(score, free, k_worker)
+            worker = ops.random_argmax(score, free, k_worker)
             valid = valid & free.any()
         else:
             worker = order[h]
-        valid = valid & (issued + jnp.cumsum(valid) <= labels_left)
-        slots = item_count[items]
-        item_count = item_count.at[items].add(valid.astype(jnp.int32))
-        worker_count = worker_count.at[worker].add(valid.sum(dtype=jnp.int32))
-        used = used.at[worker].set(True)
-        return (item_count, worker_count, used, issued + valid.sum()), (items, worker, slots, valid)
+        valid = valid & (c.issued + jnp.cumsum(valid) <= labels_left)
+        slots = c.item_count[items]
+        new = HitCounters(
+            item_count=c.item_count.at[items].add(valid.astype(jnp.int32)),
+            worker_count=c.worker_count.at[worker].add(valid.sum(dtype=jnp.int32)),
+            used=c.used.at[worker].set(True),
+            issued=c.issued + valid.sum(),
+        )
+        return new, Hits(items=items, workers=worker, slots=slots, valid=valid)
 
-    start = (
-        annotations.item_count,
-        annotations.worker_count,
-        jnp.zeros(static.num_workers, bool),
-        jnp.int32(0),
-    )
-    _, (items, workers, slots, valid) = jax.lax.scan(one_hit, start, jnp.arange(static.hits_per_step))
-    return Hits(items=items, workers=workers.astype(jnp.int32), slots=slots, valid=valid)
+    start = HitCounters(annotations.item_count, annotations.worker_count, jnp.zeros(w, bool), jnp.int32(0))
+    _, hits = jax.lax.scan(one_hit, start, jnp.arange(static.hits_per_step))
+    return hits._replace(workers=hits.workers.astype(jnp.int32))
 
 
 def record_answers(annotations: AnnotationState, hits: Hits, answers: jax.Array) -> AnnotationState:
@@ -168,63 +189,6 @@ def record_answers(annotations: AnnotationState, hits: Hits, answers: jax.Array)
         item_count=annotations.item_count.at[items].add(ones.ravel(), mode="drop"),
         worker_count=annotations.worker_count.at[hits.workers].add(ones.sum(-1)),
     )
-
-
-def all_finished(static: Static, params: Params, state: SimState) -> jax.Array:
-    """() every item is confident or has A labels (the reference's stop rule)."""
-    confident = state.em.risk < params.risk_threshold
-    full = state.annotations.item_count >= static.max_annotations
-    return jnp.all(confident | full)
-
-
-def no_worker_left(static: Static, params: Params, annotations: AnnotationState) -> jax.Array:
-    """() greedy assignment only: no worker can take another full HIT."""
-    if static.sampler != "greedy_task_assignment":
-        return jnp.bool_(False)
-    room = annotations.worker_count + static.hit_size <= params.max_annotation_per_worker
-    return ~room.any()
-
-
-def init_stopper() -> StopperState:
-    minus_one = jnp.int32(-1)
-    return StopperState(
-        history_len=jnp.int32(0),
-        max_confident=minus_one,
-        last_max_index=minus_one,
-        fired_step=minus_one,
-        fired_cost=minus_one,
-    )
-
-
-def early_stopper_window(static: Static) -> int:
-    """Steps without a new maximum of confident items after which the stopper fires."""
-    return max(EARLY_STOP_WINDOW_LABELS // static.labels_per_step, 5)
-
-
-def update_stopper(
-    static: Static, stopper: StopperState, num_confident: jax.Array, cost: jax.Array, step: jax.Array
-) -> tuple[StopperState, jax.Array]:
-    """Record this step's confident count; report whether the early stopper fires.
-
-    It fires when at least `window` entries exist, at least N/2 labels were collected and
-    the maximum confident count was not reached within the last `window` entries.
-    """
-    index = stopper.history_len
-    is_max = num_confident >= stopper.max_confident
-    length = index + 1
-    max_confident = jnp.maximum(stopper.max_confident, num_confident)
-    last_max = jnp.where(is_max, index, stopper.last_max_index)
-    window = early_stopper_window(static)
-    fires = (length > window) & (length > 3) & (cost >= static.num_items / 2.0) & (last_max < length - window)
-    first = fires & (stopper.fired_step < 0)
-    new = StopperState(
-        history_len=length,
-        max_confident=max_confident,
-        last_max_index=last_max,
-        fired_step=jnp.where(first, step, stopper.fired_step),
-        fired_cost=jnp.where(first, cost, stopper.fired_cost),
-    )
-    return new, fires
 
 
 def init_annotations(static: Static) -> AnnotationState:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxanno import em, learner, metrics, sampler, workers
+from jaxanno import em, learner, metrics, sampler, stopping, workers
 from jaxanno.types import Dataset, EMState, Params, SimState, Static, StepMetrics
 
 
@@ -43,46 +43,17 @@ def init_state(static: Static, params: Params, data: Dataset, key: jax.Array) ->
     Returns:
       `SimState` with step = -1.
     """
-    n, k, w = static.num_items, static.num_classes, static.num_workers
     k_pool, _ = _keys(key)
-    em_state = EMState(
-        counts=jnp.zeros((w, k, k), jnp.float32),
-        log_class_prior=jnp.full((k,), -jnp.log(k), jnp.float32),
-        posterior=jnp.full((n, k), 1.0 / k, jnp.float32),
-        risk=jnp.full((n,), 1.0 - 1.0 / k, jnp.float32),
-        iterations=jnp.int32(0),
-    )
     return SimState(
         step=jnp.int32(-1),
         done=jnp.bool_(False),
         stop_reason=jnp.int32(0),
         workers=workers.init_pool(static, params, data.crowd, k_pool),
         annotations=sampler.init_annotations(static),
-        em=em_state,
+        em=em.init_state(static),
         learner=learner.init_state(static),
-        stopper=sampler.init_stopper(),
+        stopper=stopping.init_stopper(),
     )
-
-
-def _check_stop(static: Static, params: Params, state: SimState) -> SimState:
-    """Step 1 of the loop: update the early stopper and decide whether the run ends."""
-    initial = state.step < 0
-    cost = state.annotations.item_count.sum()
-    num_confident = (state.em.risk < params.risk_threshold).sum()
-    stopper, fires = sampler.update_stopper(static, state.stopper, num_confident, cost, state.step)
-    reasons = jnp.stack(
-        [  # in the order of types.STOP_REASONS[1:]
-            sampler.all_finished(static, params, state),
-            cost >= params.budget,
-            sampler.no_worker_left(static, params, state.annotations),
-            static.early_stop & fires,
-        ]
-    )
-    stop = ~initial & ~state.done & reasons.any()
-    keep_old = initial | state.done
-    stopper = jax.tree.map(lambda old, new: jnp.where(keep_old, old, new), state.stopper, stopper)
-    reason = jnp.where(stop, jnp.argmax(reasons) + 1, state.stop_reason).astype(jnp.int32)
-    return state.replace(stopper=stopper, done=state.done | stop, stop_reason=reason)
 
 
 def _collect_labels(static: Static, params: Params, data: Dataset, state: SimState, key: jax.Array):
@@ -106,7 +77,7 @@ def _aggregate(static: Static, params: Params, data: Dataset, state: SimState, a
     if static.em.aggregator == "bayes":
         k_init, k_iter = jax.random.split(k_em)
         counts, log_class_prior = em.initial_counts(static, annotations, counts, log_class_prior, k_init)
-        result = em.run_em(static, params, annotations, prior, counts, log_class_prior, log_learner, k_iter)
+        result = em.run(static, params, annotations, prior, counts, log_class_prior, log_learner, k_iter)
         counts, log_class_prior, iterations = result.counts, result.log_class_prior, result.iterations
     belief = em.posterior(static, params, annotations, prior + counts, log_class_prior, log_learner)
     learner_state = state.learner
@@ -157,7 +128,7 @@ def online_step(
     """
     _, k_steps = _keys(key)
     k_collect, k_aggregate = jax.random.split(jax.random.fold_in(k_steps, state.step + 1))
-    checked = _check_stop(static, params, state)
+    checked = stopping.check_stop(static, params, state)
     annotations = _collect_labels(static, params, data, checked, k_collect)
     stepped = _aggregate(static, params, data, checked, annotations, k_aggregate)
     out = jax.tree.map(lambda old, new: jnp.where(checked.done, old, new), checked, stepped)

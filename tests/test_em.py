@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import chex
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxanno import em, types
+from jaxanno import em, ops, types
 from tests import reference
 from tests.conftest import annotation_state, random_annotations, tiny_static
 
@@ -33,7 +34,7 @@ def _problem(seed, accuracy=0.75):
     return workers, labels, prior.astype(np.float32)
 
 
-_run_em = jax.jit(em.run_em, static_argnums=(0, 8))
+_run_em = jax.jit(em.run, static_argnums=0)
 
 
 def _em(static, params, workers, labels, prior, learner=None):
@@ -41,9 +42,7 @@ def _em(static, params, workers, labels, prior, learner=None):
     log_learner = None if learner is None else jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8)
     counts0 = jnp.zeros((W, K, K), jnp.float32)
     log_prior = jnp.full((K,), -np.log(K), jnp.float32)
-    return ann, _run_em(
-        static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0), False
-    )
+    return ann, _run_em(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0))
 
 
 @pytest.mark.parametrize("block", [0, 7, 16])
@@ -108,7 +107,7 @@ def test_vmapped_em_freezes_converged_lanes_like_single_runs(params):
     priors = jnp.stack([jnp.asarray(p) for _, _, p in problems])
 
     def one(ann, prior):
-        return em.run_em(
+        return em.run(
             static, params, ann, prior, jnp.zeros((W, K, K)), jnp.full((K,), -np.log(K)), None, jax.random.key(0)
         )
 
@@ -124,7 +123,7 @@ def test_run_em_does_not_retrace_for_new_params(params):
     ann = annotation_state(workers, labels, W)
 
     def solve(p, a):
-        return em.run_em(static, p, ann, a, jnp.zeros((W, K, K)), jnp.full((K,), -np.log(K)), None, jax.random.key(0))
+        return em.run(static, p, ann, a, jnp.zeros((W, K, K)), jnp.full((K,), -np.log(K)), None, jax.random.key(0))
 
     fn = jax.jit(chex.assert_max_traces(solve, n=1))
     fn(params, jnp.asarray(prior))
@@ -134,12 +133,12 @@ def test_run_em_does_not_retrace_for_new_params(params):
 def test_tie_break_picks_only_maxima_and_all_of_them():
     scores = jnp.array([[0.0, 1.0, 1.0, -2.0, 1.0]] * 3000)  # three tied maxima per row
     salts = np.random.default_rng(0).integers(0, 2**32, 4, dtype=np.uint64).astype(np.uint32)
-    picks = np.concatenate([np.asarray(em.tie_broken_argmax(scores, jnp.uint32(s))) for s in salts])
+    picks = np.concatenate([np.asarray(ops.tie_broken_argmax(scores, jnp.uint32(s))) for s in salts])
     assert set(picks.tolist()) == {1, 2, 4}
     freq = np.bincount(picks, minlength=5)[[1, 2, 4]] / picks.size
     np.testing.assert_allclose(freq, 1 / 3, atol=0.015)  # 12000 draws: std 0.004
-    again = em.tie_broken_argmax(scores, jnp.uint32(3))
-    np.testing.assert_array_equal(again, em.tie_broken_argmax(scores, jnp.uint32(3)))
+    again = ops.tie_broken_argmax(scores, jnp.uint32(3))
+    np.testing.assert_array_equal(again, ops.tie_broken_argmax(scores, jnp.uint32(3)))
 
 
 def test_majority_vote_matches_reference():
@@ -183,15 +182,20 @@ def test_classic_mode_reproduces_crowdkit_posteriors(seed):
     ann = annotation_state(workers, labels, w)
     zero = jnp.zeros((w, k, k), jnp.float32)
     counts, log_prior = em.initial_counts(static, ann, zero, jnp.full((k,), -np.log(k)), jax.random.key(0))
-    solve = jax.jit(em.run_em, static_argnums=(0, 8))
-    iters = int(solve(static, params, ann, zero, counts, log_prior, None, jax.random.key(1), False).iterations)
+    solve = jax.jit(functools.partial(em.solve, static))
+    full = solve(params, ann, zero, counts, log_prior, None, jax.random.key(1))
+    iters = int(full.iterations)
+    assert 2 < iters < 100
+    np.testing.assert_allclose(full.posterior, want.to_numpy(), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(full.posterior).argmax(-1), want.to_numpy().argmax(-1))
     # crowd-kit reports the posterior of its last E-step, i.e. with the counts of the
-    # iteration before: rerun one iteration short and take that posterior.
-    short = dataclasses.replace(static, em=dataclasses.replace(static.em, max_em_steps=iters - 1))
-    res = solve(short, params, ann, zero, counts, log_prior, None, jax.random.key(1), False)
-    got = np.asarray(em.posterior(static, params, ann, res.counts, res.log_class_prior, None))
-    np.testing.assert_allclose(got, want.to_numpy(), atol=1e-4)
-    np.testing.assert_array_equal(got.argmax(-1), want.to_numpy().argmax(-1))
+    # iteration before: a solve stopped one iteration short has exactly those counts.
+    short = solve(params, ann, zero, counts, log_prior, None, jax.random.key(1), max_iterations=jnp.int32(iters - 1))
+    assert int(short.iterations) == iters - 1
+    again = em.posterior(static, params, ann, short.counts, short.log_class_prior, None)
+    np.testing.assert_allclose(again, full.posterior, rtol=1e-5, atol=1e-6)
+    history = np.asarray(full.history)
+    assert np.isfinite(history[:iters]).all() and np.isnan(history[iters:]).all()
 
 
 def test_blocked_e_pass_equals_whole_array_pass(params):

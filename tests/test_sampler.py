@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxanno import em, sampler, types
+from jaxanno import em, sampler, stopping, types
 from tests import reference
 from tests.conftest import annotation_state, random_annotations, tiny_static
 
@@ -142,7 +142,7 @@ def test_greedy_issues_nothing_when_every_worker_is_full():
         static, params, ann, _em_state(np.random.default_rng(3)), jnp.ones((W, K, K)), 1000, jax.random.key(0)
     )
     assert hits.valid.sum() == 0
-    assert bool(sampler.no_worker_left(static, params, ann))
+    assert bool(stopping.no_worker_left(static, params, ann))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -154,11 +154,11 @@ def test_early_stopper_matches_reference(seed):
         rng.random(steps) < 0.5
     )
     costs = np.arange(steps) * 7
-    want = reference.early_stopper(confident.tolist(), costs.tolist(), 100, sampler.early_stopper_window(static))
-    stopper = sampler.init_stopper()
+    want = reference.early_stopper(confident.tolist(), costs.tolist(), 100, stopping.early_stopper_window(static))
+    stopper = stopping.init_stopper()
     got = None
     for t in range(steps):
-        stopper, fires = sampler.update_stopper(
+        stopper, fires = stopping.update_stopper(
             static, stopper, jnp.int32(confident[t]), jnp.int32(costs[t]), jnp.int32(t)
         )
         if bool(fires) and got is None:
@@ -183,9 +183,9 @@ def test_all_finished_means_confident_or_full(params):
         learner=None,
         stopper=None,
     )
-    assert bool(sampler.all_finished(static, params, state))
+    assert bool(stopping.all_finished(static, params, state))
     state = state.replace(annotations=state.annotations.replace(item_count=count.at[1].set(2)))
-    assert not bool(sampler.all_finished(static, params, state))
+    assert not bool(stopping.all_finished(static, params, state))
 
 
 def test_worker_accuracy_is_belief_weighted_diagonal():
@@ -202,10 +202,9 @@ def test_hit_items_are_a_uniform_draw_of_the_eligible_items():
     """200 of 300 items eligible, HITs of 10: candidates are subsampled (4B < 200), yet
     every eligible item is drawn equally often and nothing else is."""
     n, b = 300, 10
-    static = tiny_static(num_items=n, num_workers=W, num_classes=K, hit_size=b, hits_per_step=1)
     risk = jnp.asarray(np.where(np.arange(n) % 3 == 0, 0.01, 0.5), jnp.float32)  # 100 confident items
-    count = jnp.zeros(n, jnp.int32)
-    draw = jax.jit(jax.vmap(lambda k: sampler._pick_items(risk, count, jnp.float32(0.1), static, k)))
+    room = jnp.ones(n, bool)
+    draw = jax.jit(jax.vmap(lambda k: sampler.draw_hit_items(risk, room, jnp.float32(0.1), b, k)))
     items, valid = draw(jax.random.split(jax.random.key(0), 600))
     assert bool(valid.all())
     for row in np.asarray(items):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxanno import em, sampler, sim, types
+from jaxanno import em, sim, stopping, types
 from tests.conftest import tiny_dataset, tiny_learner, tiny_static
 
 STEPS = 10
@@ -154,11 +154,11 @@ def test_early_stopper_ends_the_run_only_when_asked(early_stop, params):
     state = sim.init_state(static, params, data, jax.random.key(0))
     count = jnp.full((static.num_items,), 2, jnp.int32)  # N/2 labels collected, nobody full
     annotations = state.annotations.replace(item_count=count)
-    window = sampler.early_stopper_window(static)  # 5000 // 10 labels per step = 500 steps
+    window = stopping.early_stopper_window(static)  # 5000 // 10 labels per step = 500 steps
     stopper = state.stopper.replace(history_len=jnp.int32(window + 10), max_confident=jnp.int32(30),
                                     last_max_index=jnp.int32(3))  # fmt: skip
     state = state.replace(step=jnp.int32(window + 9), annotations=annotations, stopper=stopper)
-    checked = sim._check_stop(static, params, state)
+    checked = stopping.check_stop(static, params, state)
     assert int(checked.stopper.fired_step) == window + 9
     assert bool(checked.done) == early_stop
     assert types.STOP_REASONS[int(checked.stop_reason)] == ("early_stop" if early_stop else "running")

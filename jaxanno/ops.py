@@ -1,0 +1,64 @@
+"""Shared array numerics: hashed priorities and arg-max variants with defined tie rules.
+
+These serve EM (tie-broken hard labels), the HIT sampler (uniform item draws, worker
+choice), the learner and the metrics (first arg-max as numpy). Every function is pure and
+shape-polymorphic over its leading axes where its docstring says so.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def hash32(x: jax.Array) -> jax.Array:
+    """A cheap uint32 mixing function (lowbias32), for in-kernel pseudo-random priorities."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def first_argmax(scores: jax.Array) -> jax.Array:
+    """(N,) i32 index of the first maximum of each row (as np.argmax).
+
+    Two single-operand reductions (max, then min over the tied indices) instead of XLA's
+    variadic arg-max reduction, which is several times slower on CPU.
+    """
+    k = scores.shape[-1]
+    is_max = scores >= scores.max(-1, keepdims=True)
+    first = jnp.where(is_max, jnp.arange(k, dtype=jnp.int32), k).min(-1)
+    return jnp.minimum(first, k - 1)
+
+
+def tie_broken_argmax(scores: jax.Array, salt: jax.Array, rows: jax.Array | None = None) -> jax.Array:
+    """(N,) argmax over the last axis, exact ties broken uniformly at random (seeded by `salt`).
+
+    Adding tiny noise before an arg-max is the usual way to break ties. Here every
+    (row, class) cell gets a hashed 32-bit priority and the tied class with the smallest
+    priority wins: the same uniform choice without drawing an (N, K) random array, and with
+    single-operand reductions only (see `first_argmax`).
+
+    Args:
+      scores: (N, K); salt: () uint32 seed; rows: accepted and ignored (cells are hashed by
+        their position in `scores`).
+    """
+    n, k = scores.shape
+    cell = jnp.arange(n, dtype=jnp.uint32)[:, None] * jnp.uint32(k) + jnp.arange(k, dtype=jnp.uint32)
+    priority = hash32(hash32(cell ^ salt) + salt)
+    is_max = scores >= scores.max(-1, keepdims=True)
+    best = jnp.where(is_max, priority, jnp.uint32(0xFFFFFFFF)).min(-1, keepdims=True)
+    winner = jnp.where(is_max & (priority == best), jnp.arange(k, dtype=jnp.int32), k).min(-1)
+    return jnp.minimum(winner, k - 1)
+
+
+def random_argmax(scores: jax.Array, allowed: jax.Array, key: jax.Array) -> jax.Array:
+    """() i32 index of the largest allowed score, ties broken uniformly at random.
+
+    Args:
+      scores: (W,) f32; allowed: (W,) bool (with none allowed the result is 0).
+    """
+    scores = jnp.where(allowed, scores, -jnp.inf)
+    is_max = allowed & (scores == scores.max())
+    return jnp.argmax(jnp.where(is_max, jax.random.uniform(key, scores.shape, minval=0.5), 0.0)).astype(jnp.int32)
