@@ -10,7 +10,7 @@ Variants: M-step hard (reference) or soft (classic), with or without the learner
 cold start (counts reset, as the reference) or warm start (the previous online step's
 counts, `optimizer.warm_start`). RTE and Bluebirds get the simulator's
 'predefined_homegeneous' worker prior (strength 10). For each: the observed-label
-log-likelihood and the number of changed labels per iteration (`em.run_em` traces), the
+log-likelihood and the number of changed labels per iteration (`em.solve` traces), the
 iterations and time the reference's stopping rule needs (|change of the mean label
 likelihood| < 1e-3), and the accuracy of the result. Writes a table and a plot.
 
@@ -52,7 +52,11 @@ def solve(p: common.EMProblem, m_step: str, use_learner: bool, warm: bool, max_s
     learner = p.learner if use_learner else None
 
     def run(ann, prior, counts, learner):
-        res = em.run_em(static, params, ann, prior, counts, log_prior, learner, jax.random.key(0), with_trace=trace)
+        key = jax.random.key(0)
+        if trace:  # the diagnostic driver
+            res = em.solve(static, params, ann, prior, counts, log_prior, learner, key, with_trace=True)
+        else:  # the simulator's driver
+            res = em.run(static, params, ann, prior, counts, log_prior, learner, key)
         post = em.posterior(static, params, ann, prior + res.counts, res.log_class_prior, learner)
         return res, post
 

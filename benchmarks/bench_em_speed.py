@@ -55,13 +55,13 @@ def _iteration_fn(static: types.Static, params: types.Params):
 
 
 def _solve_fn(static: types.Static, params: types.Params):
-    """A full solve (start counts, then EM to convergence), vmapped over lanes: (counts, iterations)."""
+    """A full solve (start counts, then the simulator's `em.run`), vmapped over lanes: (counts, iterations)."""
 
     def one(ann, learner, prior):
         zero = jnp.zeros((static.num_workers, static.num_classes, static.num_classes), jnp.float32)
         log_prior = common.uniform_log_class_prior(static.num_classes)
         counts, log_prior = em.initial_counts(static, ann, zero, log_prior, jax.random.key(0))
-        res = em.run_em(static, params, ann, prior, counts, log_prior, learner, jax.random.key(1))
+        res = em.run(static, params, ann, prior, counts, log_prior, learner, jax.random.key(1))
         return res.counts, res.iterations
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
