@@ -119,7 +119,7 @@ def _fit_scores(static, params, features, labels, key, posterior, annotated):
     """top-1 / top-5 over the items of one `fit_predict` call."""
     n = static.num_items
     state = learner.fit_predict(
-        static, params, features, posterior, labels[n:], annotated, learner.init_state(static), key
+        static, params, features, posterior, labels[n:], annotated, learner.init_output(static), key
     )
     rank = metrics.true_class_rank(state.probs[:n], labels[:n])
     return (rank < 1).mean(), (rank < 5).mean()

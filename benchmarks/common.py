@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxanno import config, em, experiment, outputs, types, workers
+from jaxanno import config, dawid_skene, experiment, outputs, types, workers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)  # the repository: tests/data and launch.py live there
@@ -464,7 +464,7 @@ def online_em_problem(width: int, seed: int, quick: bool = False) -> EMProblem:
         static=problem.static,
         annotations=final.annotations,
         prior=final.workers.prior_alpha,
-        learner=em.learner_log_prior(jnp.asarray(before.learner.probs), n),
+        learner=dawid_skene.learner_log_prior(jnp.asarray(before.learner.probs), n),
         warm_counts=before.em.counts,
         truth=np.asarray(problem.features.labels[:n]),
     )

@@ -39,13 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxanno import em, learner, ops, sampler, workers
+from jaxanno import dawid_skene, em, learner, ops, sampler, workers
 from jaxanno.types import (
     AnnotationState,
     CrowdStats,
     EMState,
     EMStatic,
-    LearnerState,
+    LearnerOutput,
     LearnerStatic,
     Params,
     Static,
@@ -374,19 +374,19 @@ def solve(
     zero = jnp.zeros((static.num_workers, k, k), jnp.float32)
     uniform = jnp.full((k,), -jnp.log(k), jnp.float32)
     counts, log_prior = em.initial_counts(static, annotations, zero, uniform, k_init, gold=gold)
-    start = em.clamp_to_gold(em.majority_vote(annotations, k), gold)
+    start = dawid_skene.clamp_to_gold(dawid_skene.majority_vote(annotations, k), gold)
     res = em.solve(static, params, annotations, prior_alpha, counts, log_prior, log_learner, k_iter, gold=gold,
                     start_posterior=start)  # fmt: skip
     return SolveResult(counts=res.counts, log_class_prior=res.log_class_prior, posterior=res.posterior,
                        iterations=res.iterations, history=res.history)  # fmt: skip
 
 
-def _fit_learner(static, params, features, posterior, prototype_labels, train_items, state, key) -> LearnerState:
+def _fit_learner(static, params, features, posterior, prototype_labels, train_items, state, key) -> LearnerOutput:
     return learner.fit_predict(static, params, features, posterior, prototype_labels, train_items, state, key)
 
 
 def _majority(annotations: AnnotationState, num_classes: int) -> jax.Array:
-    return em.majority_vote(annotations, num_classes)
+    return dawid_skene.majority_vote(annotations, num_classes)
 
 
 # Compiled once per process; jax caches one program per (Static, shapes).
@@ -394,7 +394,7 @@ _solve_jit = jax.jit(solve, static_argnums=0)
 _posterior_jit = jax.jit(em.posterior, static_argnums=0)  # a fresh E-step with the final counts
 _learner_jit = jax.jit(_fit_learner, static_argnums=0)
 _majority_jit = jax.jit(_majority, static_argnums=1)
-_confusion_jit = jax.jit(em.confusion)
+_confusion_jit = jax.jit(dawid_skene.confusion)
 
 
 def _empty_crowd(global_counts: np.ndarray) -> CrowdStats:
@@ -755,14 +755,14 @@ class DawidSkene:
         is_proto_item = problem.gold_codes >= 0
         train_items = jnp.asarray((np.asarray(table.annotations.item_count) > 0) & ~is_proto_item & real)
         uniform = jnp.full((static.num_classes,), 1.0 / static.num_classes)
-        state = learner.init_state(lstatic)
+        state = learner.init_output(lstatic)
         for r in range(int(self.learner_rounds)):
             # gold items are validation prototypes: a uniform row keeps them out of pseudo-labels
             shown = jnp.where(jnp.asarray(is_proto_item)[:, None], uniform, posterior)
             state = _learner_jit(
                 lstatic, params, features, shown, protos, train_items, state, jax.random.fold_in(key, r)
             )
-            log_learner = em.learner_log_prior(state.probs, static.num_items)
+            log_learner = dawid_skene.learner_log_prior(state.probs, static.num_items)
             if r + 1 < self.learner_rounds:
                 result = _solve_jit(
                     static, params, table.annotations, prior, log_learner, gold, jax.random.fold_in(key, 1000 + r)

@@ -1,5 +1,5 @@
 """The machine learner in the loop: a small model on fixed features whose calibrated
-probabilities are the label prior of the Dawid-Skene posterior (REFERENCE sections 5-6).
+probabilities are the label prior of the Dawid-Skene posterior.
 
 Everything is fixed-shape and pure, so one fit is a jitted function that vmaps over seeds
 (and over cross-validation folds):
@@ -10,30 +10,31 @@ Everything is fixed-shape and pure, so one fit is a jitted function that vmaps o
   weight 1 / count(class); Adam with torch-style L2 (added to the gradient); learning rate
   lr_ratio * sqrt(min(batch_size, n_train)); validation every `eval_every` epochs, keeping
   the parameters with the lowest validation loss; re-initialised at every online step.
-* calibration: temperature scaling with the reference's solver (50 L-BFGS iterations of
-  step 0.001 from T = 1.5, reverted when validation NLL or ECE gets worse) or an exact 1-D
-  minimisation of the validation NLL; or k-fold cross-validation ('cv', used by lean).
+* training rows: annotated items ('none', 'mixmatch') or items whose aggregate risk is
+  below the pseudo-label threshold ('pseudolabel'), plus the prototypes unless they
+  validate; validation: the prototypes, or a random subset of the training rows of size
+  P. A per-class rule then balances the two (see `make_split`).
+* calibration: temperature scaling on the validation rows (`jaxanno.calibration`), or
+  k-fold cross-validation ('cv', used by lean): the folds' calibrated probabilities
+  averaged.
 * MixMatch on fixed features: no augmentation; label guessing with sharpening, mix-up of
   features and targets, and an L2 consistency term on the unlabelled part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxanno import metrics, ops
-from jaxanno.types import LearnerState, Params, Static
+from jaxanno import calibration, ops
+from jaxanno.types import LearnerOutput, Params, Static
 
-CALIBRATION_ECE_BINS = 15  # the reference's temperature check uses a 15-bin ECE
-REFERENCE_T0 = 1.5
-REFERENCE_LBFGS_LR = 1e-3
-REFERENCE_LBFGS_ITERS = 50
 SHARPEN_TEMPERATURE = 0.5
 
 
@@ -58,7 +59,7 @@ class TorchLinear(nn.Module):
 
 
 class MLP(nn.Module):
-    """The reference learner: (Linear - tanh) x len(hidden_sizes), then Linear to K logits.
+    """The default learner: (Linear - tanh) x len(hidden_sizes), then Linear to K logits.
 
     ``hidden_sizes=()`` is a linear probe.
     """
@@ -109,12 +110,6 @@ def draw_rows(weights: jax.Array, num: int, key: jax.Array) -> jax.Array:
     return jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, weights.shape[0] - 1)
 
 
-def masked_cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> jax.Array:
-    """() sum(w * CE) / max(sum(w), 1)."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return (ce * weight).sum() / jnp.maximum(weight.sum(), 1.0)
-
-
 def _optimizer(params: Params, learning_rate: jax.Array) -> optax.GradientTransformation:
     """Adam with L2 added to the gradient before the moments (torch.optim.Adam style)."""
     return optax.chain(
@@ -149,6 +144,44 @@ def _mixmatch_loss(model, variables, params: Params, x_l, y_l, lane_l, x_u, lane
     return l_x + params.mixmatch_weight * ramp * l_u
 
 
+class FitState(NamedTuple):
+    """The carry of `fit`'s training loop."""
+
+    variables: Any  # the model parameters being trained
+    opt_state: Any  # the optimiser's state for them
+    best_variables: Any  # the parameters with the lowest validation loss so far
+    best_loss: jax.Array  # () f32 their validation loss (inf before the first evaluation)
+
+
+def _epoch_loss(static: Static, params: Params, features, labels, train, unlabelled) -> Callable:
+    """The loss of one epoch's batch: ``loss(variables, epoch, key) -> () f32``.
+
+    A batch is ``batch_size`` lanes drawn with class-balanced weights, of which the first
+    min(batch_size, n_train) count; MixMatch adds ``batch_size * mixmatch_mu`` unlabelled
+    rows (all lanes count while any unlabelled row exists).
+    """
+    ls, model = static.learner, static.learner.model
+    weights = balanced_weights(labels, train, static.num_classes)
+    lane = (jnp.arange(ls.batch_size) < jnp.minimum(ls.batch_size, train.sum())).astype(jnp.float32)
+    mixmatch = ls.semi_supervised == "mixmatch"
+    if mixmatch:
+        u_weights = unlabelled.astype(jnp.float32)
+        lane_u = jnp.broadcast_to(u_weights.sum() > 0, (ls.batch_size * ls.mixmatch_mu,)).astype(jnp.float32)
+
+    def loss(variables, epoch, key):
+        k_rows, k_u, k_mix = jax.random.split(key, 3)
+        rows = draw_rows(weights, ls.batch_size, k_rows)
+        if not mixmatch:
+            return ops.masked_cross_entropy(model.apply(variables, features[rows]), labels[rows], lane)
+        u_rows = draw_rows(u_weights, ls.batch_size * ls.mixmatch_mu, k_u)
+        ramp = jnp.minimum(1.0, (epoch + 1.0) / ls.max_epochs)
+        return _mixmatch_loss(
+            model, variables, params, features[rows], labels[rows], lane, features[u_rows], lane_u, ramp, k_mix
+        )
+
+    return loss
+
+
 def fit(
     static: Static,
     params: Params,
@@ -170,146 +203,39 @@ def fit(
     Returns:
       `FitResult` with the best parameters and their mean validation loss.
     """
-    ls = static.learner
-    model = ls.model
+    ls, model = static.learner, static.learner.model
+    m = features.shape[0]
+    chex.assert_shape(features, (m, static.feature_dim))
+    chex.assert_shape([labels, train] + ([] if unlabelled is None else [unlabelled]), (m,))
+    chex.assert_equal_shape([val_rows, val_valid])
+    chex.assert_rank(val_rows, 1)
     k_init, k_epochs = jax.random.split(key)
     variables = model.init(k_init, features[:1])
-    weights = balanced_weights(labels, train, static.num_classes)
     n_train = train.sum()
     batch = jnp.minimum(ls.batch_size, n_train)
-    lane = (jnp.arange(ls.batch_size) < batch).astype(jnp.float32)
     tx = _optimizer(params, params.lr_ratio * jnp.sqrt(jnp.maximum(batch, 1).astype(jnp.float32)))
-    val_x, val_y = features[val_rows], labels[val_rows]
-    val_w = val_valid.astype(jnp.float32)
-    mixmatch = ls.semi_supervised == "mixmatch"
-    if mixmatch:
-        u_weights = unlabelled.astype(jnp.float32)
-        lane_u = jnp.broadcast_to(u_weights.sum() > 0, (ls.batch_size * ls.mixmatch_mu,)).astype(jnp.float32)
+    loss_fn = _epoch_loss(static, params, features, labels, train, unlabelled)
+    val_x, val_y, val_w = features[val_rows], labels[val_rows], val_valid.astype(jnp.float32)
 
-    def loss_fn(v, epoch, k):
-        k_rows, k_u, k_mix = jax.random.split(k, 3)
-        rows = draw_rows(weights, ls.batch_size, k_rows)
-        if not mixmatch:
-            return masked_cross_entropy(model.apply(v, features[rows]), labels[rows], lane)
-        u_rows = draw_rows(u_weights, ls.batch_size * ls.mixmatch_mu, k_u)
-        ramp = jnp.minimum(1.0, (epoch + 1.0) / ls.max_epochs)
-        return _mixmatch_loss(
-            model, v, params, features[rows], labels[rows], lane, features[u_rows], lane_u, ramp, k_mix
-        )
-
-    def epoch_step(carry, epoch):
-        v, opt_state = carry
-        grads = jax.grad(loss_fn)(v, epoch, jax.random.fold_in(k_epochs, epoch))
-        updates, new_opt = tx.update(grads, opt_state, v)
-        new_v = optax.apply_updates(v, updates)
+    def epoch_step(s: FitState, epoch) -> tuple[FitState, None]:
+        grads = jax.grad(loss_fn)(s.variables, epoch, jax.random.fold_in(k_epochs, epoch))
+        updates, opt_state = tx.update(grads, s.opt_state, s.variables)
+        stepped = optax.apply_updates(s.variables, updates)
         trains = n_train > 0  # with nothing to train on, the initial model stays
-        v = jax.tree.map(lambda a, b: jnp.where(trains, b, a), v, new_v)
-        return (v, new_opt), None
+        variables = jax.tree.map(lambda a, b: jnp.where(trains, b, a), s.variables, stepped)
+        return s._replace(variables=variables, opt_state=opt_state), None
 
-    def eval_block(carry, block):
-        v, opt_state, best_v, best_loss = carry
-        epochs = block * ls.eval_every + jnp.arange(ls.eval_every)
-        (v, opt_state), _ = jax.lax.scan(epoch_step, (v, opt_state), epochs)
-        loss = masked_cross_entropy(model.apply(v, val_x), val_y, val_w)
-        better = loss < best_loss
-        best_v = jax.tree.map(lambda a, b: jnp.where(better, b, a), best_v, v)
-        return (v, opt_state, best_v, jnp.where(better, loss, best_loss)), None
+    def eval_block(s: FitState, block) -> tuple[FitState, None]:
+        s, _ = jax.lax.scan(epoch_step, s, block * ls.eval_every + jnp.arange(ls.eval_every))
+        loss = ops.masked_cross_entropy(model.apply(s.variables, val_x), val_y, val_w)
+        better = loss < s.best_loss
+        best = jax.tree.map(lambda a, b: jnp.where(better, b, a), s.best_variables, s.variables)
+        return s._replace(best_variables=best, best_loss=jnp.where(better, loss, s.best_loss)), None
 
-    start = (variables, tx.init(variables), variables, jnp.float32(jnp.inf))
+    start = FitState(variables, tx.init(variables), variables, jnp.float32(jnp.inf))
     n_blocks = ls.max_epochs // ls.eval_every  # epochs after the last check cannot matter
-    (_, _, best_v, best_loss), _ = jax.lax.scan(eval_block, start, jnp.arange(n_blocks))
-    return FitResult(params=best_v, best_loss=best_loss)
-
-
-def _nll(logits: jax.Array, labels: jax.Array, weight: jax.Array, temperature: jax.Array) -> jax.Array:
-    return masked_cross_entropy(logits / temperature, labels, weight)
-
-
-def _calibration_ece(logits, labels, weight) -> jax.Array:
-    probs = jax.nn.softmax(logits, -1)
-    correct = ops.first_argmax(probs) == labels
-    ece = metrics.expected_calibration_error(probs.max(-1), correct, weight > 0, CALIBRATION_ECE_BINS)
-    return jnp.nan_to_num(ece)
-
-
-def temperature_reference(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> jax.Array:
-    """() the reference's temperature: torch L-BFGS (lr 0.001, 50 iterations) from T = 1.5.
-
-    In one dimension L-BFGS without line search takes a first step of
-    -lr * min(1, 1/|g|) * g, then secant steps -lr * g * s / y, stopping on torch's
-    tolerances. The result is reverted to T = 1 when it leaves [-100, 100], and the
-    uncalibrated model is kept (T = 1) when validation NLL or ECE is worse than at T = 1.
-    """
-    nll = lambda t: _nll(logits, labels, weight, t)  # noqa: E731
-    grad = jax.grad(nll)
-    tol_change, tol_grad = 1e-9, 1e-7
-
-    def body(i, c):
-        t, g, loss, ratio, prev_g, prev_step, stopped = c
-        y, s = g - prev_g, prev_step
-        ratio = jnp.where((i > 0) & (y * s > 1e-10), s / jnp.where(y == 0, 1.0, y), ratio)
-        direction = -ratio * g
-        lr = jnp.where(i == 0, REFERENCE_LBFGS_LR * jnp.minimum(1.0, 1.0 / jnp.abs(g)), REFERENCE_LBFGS_LR)
-        stop_now = stopped | (g * direction > -tol_change)
-        step = jnp.where(stop_now, 0.0, lr * direction)
-        new_t = t + step
-        new_loss, new_g = nll(new_t), grad(new_t)
-        stop_after = (
-            stop_now
-            | (jnp.abs(new_g) <= tol_grad)
-            | (jnp.abs(step) <= tol_change)
-            | (jnp.abs(new_loss - loss) < tol_change)
-        )
-        keep = lambda a, b: jnp.where(stop_now, a, b)  # noqa: E731
-        return (
-            keep(t, new_t),
-            keep(g, new_g),
-            keep(loss, new_loss),
-            ratio,
-            keep(prev_g, g),
-            keep(prev_step, step),
-            stop_after,
-        )
-
-    t0 = jnp.float32(REFERENCE_T0)
-    g0 = grad(t0)
-    start = (t0, g0, nll(t0), jnp.float32(1.0), g0, jnp.float32(0.0), jnp.abs(g0) <= tol_grad)
-    t = jax.lax.fori_loop(0, REFERENCE_LBFGS_ITERS, body, start)[0]
-    t = jnp.where(jnp.abs(t) > 100.0, 1.0, t)
-    one = jnp.float32(1.0)
-    worse = (_nll(logits, labels, weight, t) > _nll(logits, labels, weight, one)) | (
-        _calibration_ece(logits / t, labels, weight) > _calibration_ece(logits, labels, weight)
-    )
-    return jnp.where(worse, one, t)
-
-
-def temperature_exact(logits: jax.Array, labels: jax.Array, weight: jax.Array, iters: int = 60) -> jax.Array:
-    """() the temperature minimising validation NLL, by bisection on d NLL / d beta.
-
-    NLL is convex in beta = 1 / T, so its derivative is monotone; the search runs over
-    log beta in [log 1e-3, log 1e3] (T in [1e-3, 1e3]).
-    """
-    dnll = jax.grad(lambda beta: _nll(logits, labels, weight, 1.0 / beta))
-
-    def body(_, bounds):
-        lo, hi = bounds
-        mid = 0.5 * (lo + hi)
-        rising = dnll(jnp.exp(mid)) > 0
-        return jnp.where(rising, lo, mid), jnp.where(rising, mid, hi)
-
-    lo, hi = jax.lax.fori_loop(0, iters, body, (jnp.log(jnp.float32(1e-3)), jnp.log(jnp.float32(1e3))))
-    has_data = weight.sum() > 0
-    return jnp.where(has_data, 1.0 / jnp.exp(0.5 * (lo + hi)), 1.0)
-
-
-def calibrate(static: Static, logits: jax.Array, labels: jax.Array, weight: jax.Array) -> jax.Array:
-    """() the calibration temperature of the configured solver (1 when uncalibrated)."""
-    ls = static.learner
-    if ls.calibrate == "none":
-        return jnp.float32(1.0)
-    if ls.temperature_solver == "exact":
-        return temperature_exact(logits, labels, weight)
-    return temperature_reference(logits, labels, weight)
+    final, _ = jax.lax.scan(eval_block, start, jnp.arange(n_blocks))
+    return FitResult(params=final.best_variables, best_loss=final.best_loss)
 
 
 def predict(static: Static, model_params: dict, features: jax.Array, temperature: jax.Array) -> jax.Array:
@@ -317,8 +243,12 @@ def predict(static: Static, model_params: dict, features: jax.Array, temperature
     return jax.nn.softmax(static.learner.model.apply(model_params, features) / temperature, -1)
 
 
-def _group_rank(group: jax.Array, priority: jax.Array) -> jax.Array:
-    """(M,) rank of every row among the rows of its group, ordered by `priority`."""
+def group_rank(group: jax.Array, priority: jax.Array) -> jax.Array:
+    """(M,) rank of every row among the rows of its group, ordered by `priority`.
+
+    Args:
+      group: (M,) int group of every row; priority: (M,) the order within a group.
+    """
     order = jnp.lexsort((priority, group))
     sorted_group = group[order]
     first = jnp.searchsorted(sorted_group, sorted_group, side="left")
@@ -327,9 +257,12 @@ def _group_rank(group: jax.Array, priority: jax.Array) -> jax.Array:
 
 
 def _balance(static: Static, labels, train, val, key) -> tuple[jax.Array, jax.Array]:
-    """The reference's per-class rule: each class gets floor(n_proto/2) validation rows
-    (moved from training), else a class with fewer training than validation rows moves
-    half of its validation rows to training. Moved rows are chosen at random."""
+    """The original implementation's per-class balancing rule.
+
+    A class with fewer than floor(n_proto/2) validation rows gets that many (moved from its
+    training rows, as far as it has them); otherwise a class with fewer training than
+    validation rows moves half of its validation rows to training. Moved rows are chosen
+    at random."""
     k = static.num_classes
     need = static.n_prototype_per_class // 2
     n_train = jax.ops.segment_sum(train.astype(jnp.int32), labels, k)
@@ -337,7 +270,7 @@ def _balance(static: Static, labels, train, val, key) -> tuple[jax.Array, jax.Ar
     to_val_count = jnp.where(n_val < need, jnp.minimum(need - n_val, n_train), 0)
     to_train_count = jnp.where((n_val >= need) & (n_train < n_val), n_val // 2, 0)
     group = jnp.where(train, labels, jnp.where(val, k + labels, 2 * k))
-    rank = _group_rank(group, jax.random.uniform(key, labels.shape))
+    rank = group_rank(group, jax.random.uniform(key, labels.shape))
     to_val = train & (rank < to_val_count[labels])
     to_train = val & (rank < to_train_count[labels])
     return (train & ~to_val) | to_train, (val & ~to_train) | to_val
@@ -346,7 +279,7 @@ def _balance(static: Static, labels, train, val, key) -> tuple[jax.Array, jax.Ar
 def make_split(
     static: Static, params: Params, labels: jax.Array, annotated: jax.Array, risk: jax.Array, key: jax.Array
 ) -> Split:
-    """Training and validation rows of one online step (REFERENCE section 5).
+    """Training and validation rows of one online step.
 
     Args:
       labels: (M,) hard labels: argmax posterior for items, the truth for prototypes.
@@ -368,7 +301,7 @@ def make_split(
     if ls.prototype_as_val:
         val = is_proto
     else:
-        rank = _group_rank(jnp.where(train, 0, 1), jax.random.uniform(k_val, train.shape))
+        rank = group_rank(jnp.where(train, 0, 1), jax.random.uniform(k_val, train.shape))
         val = train & (rank < p)
         train = train & ~val
     train, val = _balance(static, labels, train, val, k_balance)
@@ -387,33 +320,65 @@ class Prediction(NamedTuple):
     temperature: jax.Array  # () f32 (mean over folds for 'cv')
 
 
-def _fit_calibrate_predict(static, params, features, labels, train, val, capacity, key, unlabelled):
-    """One model: fit, temperature-calibrate on its validation rows, predict every row."""
+def fit_calibrate_predict(
+    static: Static,
+    params: Params,
+    features: jax.Array,
+    labels: jax.Array,
+    train: jax.Array,
+    val: jax.Array,
+    capacity: int,
+    key: jax.Array,
+    unlabelled: jax.Array | None,
+) -> Prediction:
+    """One model: fit, temperature-calibrate on its validation rows, predict every row.
+
+    Args:
+      features: (M, D); labels: (M,) i32; train, val, unlabelled: (M,) bool row masks;
+      capacity: size of the compacted validation buffer (static, >= val.sum()).
+    """
     val_rows, val_valid = compact(val, capacity)
     res = fit(static, params, features, labels, train, val_rows, val_valid, key, unlabelled)
     val_logits = static.learner.model.apply(res.params, features[val_rows])
-    temperature = calibrate(static, val_logits, labels[val_rows], val_valid.astype(jnp.float32))
+    temperature = calibration.calibrate(static, val_logits, labels[val_rows], val_valid.astype(jnp.float32))
     return Prediction(predict(static, res.params, features, temperature), res.best_loss, temperature)
 
 
-def _cross_validated(static: Static, params: Params, features, split: Split, key) -> Prediction:
+def stratified_folds(labels: jax.Array, pool: jax.Array, num_classes: int, num_folds: int, key: jax.Array):
+    """(M,) i32 fold of every row: each class's pool rows dealt to the folds in random order.
+
+    Rows outside `pool` get a fold too (mask them with `pool`). Fold sizes differ by at
+    most one per class.
+    """
+    rank = group_rank(jnp.where(pool, labels, num_classes), jax.random.uniform(key, labels.shape))
+    return rank % num_folds
+
+
+def fold_capacity(static: Static, num_rows: int) -> int:
+    """Rows a cross-validation fold's validation buffer holds: ceil(M / folds) + K."""
+    return -(-num_rows // static.learner.cv_folds) + static.num_classes
+
+
+def cross_validate(static: Static, params: Params, features: jax.Array, split: Split, key: jax.Array) -> Prediction:
     """k stratified folds over training + validation rows, fitted in parallel (vmap).
 
     Probabilities are averaged over the folds whose training and validation parts both
     contain every class (all folds if none does); the loss is the mean of their losses.
+
+    Args:
+      features: (M, D); split: the rows of this step; key: split into (folds, fits).
     """
     ls = static.learner
     k, m = static.num_classes, split.labels.shape[0]
     k_fold, k_fit = jax.random.split(key)
     pool = split.train | split.val
-    rank = _group_rank(jnp.where(pool, split.labels, k), jax.random.uniform(k_fold, (m,)))
-    fold = rank % ls.cv_folds
-    capacity = -(-m // ls.cv_folds) + k
+    fold = stratified_folds(split.labels, pool, k, ls.cv_folds, k_fold)
+    capacity = fold_capacity(static, m)
 
     def one_fold(f, fold_key):
         train = pool & (fold != f)
         val = pool & (fold == f)
-        pred = _fit_calibrate_predict(
+        pred = fit_calibrate_predict(
             static, params, features, split.labels, train, val, capacity, fold_key, split.unlabelled
         )
         seen = lambda mask: (jax.ops.segment_sum(mask.astype(jnp.int32), split.labels, k) > 0).all()  # noqa: E731
@@ -429,12 +394,12 @@ def _cross_validated(static: Static, params: Params, features, split: Split, key
     )
 
 
-def init_state(static: Static) -> LearnerState | None:
+def init_output(static: Static) -> LearnerOutput | None:
     """Uniform probabilities and an infinite best loss; None without a learner."""
     if static.learner is None:
         return None
     m, k = static.num_rows, static.num_classes
-    return LearnerState(
+    return LearnerOutput(
         probs=jnp.full((m, k), 1.0 / k, jnp.float32),
         best_loss=jnp.float32(jnp.inf),
         last_loss=jnp.float32(jnp.inf),
@@ -449,16 +414,16 @@ def fit_predict(
     item_posterior: jax.Array,
     prototype_labels: jax.Array,
     annotated: jax.Array,
-    state: LearnerState,
+    previous: LearnerOutput,
     key: jax.Array,
-) -> LearnerState:
+) -> LearnerOutput:
     """Refit the learner on the current posterior; return the probabilities to use next.
 
     Args:
       features: (M, D); item_posterior: (N, K) posterior after EM; prototype_labels: (P,);
-      annotated: (N,) items with at least one label; state: the previous learner output.
+      annotated: (N,) items with at least one label; previous: the previous step's output.
     Returns:
-      The new `LearnerState`. With 'global' early-stop scope the probabilities of the best
+      The new `LearnerOutput`. With 'global' early-stop scope the probabilities of the best
       model ever (by validation loss) are kept when this fit is not better.
     """
     ls = static.learner
@@ -466,9 +431,9 @@ def fit_predict(
     labels = jnp.concatenate([ops.first_argmax(item_posterior), prototype_labels])
     split = make_split(static, params, labels, annotated, 1.0 - item_posterior.max(-1), k_split)
     if ls.calibrate == "cv":
-        pred = _cross_validated(static, params, features, split, k_fit)
+        pred = cross_validate(static, params, features, split, k_fit)
     else:
-        pred = _fit_calibrate_predict(
+        pred = fit_calibrate_predict(
             static,
             params,
             features,
@@ -479,10 +444,10 @@ def fit_predict(
             k_fit,
             split.unlabelled,
         )
-    better = pred.loss < state.best_loss
+    better = pred.loss < previous.best_loss
     if ls.early_stop_scope == "global":
-        probs = jnp.where(better, pred.probs, state.probs)
-        best = jnp.where(better, pred.loss, state.best_loss)
+        probs = jnp.where(better, pred.probs, previous.probs)
+        best = jnp.where(better, pred.loss, previous.best_loss)
     else:
-        probs, best = pred.probs, jnp.minimum(pred.loss, state.best_loss)
-    return LearnerState(probs=probs, best_loss=best, last_loss=pred.loss, temperature=pred.temperature)
+        probs, best = pred.probs, jnp.minimum(pred.loss, previous.best_loss)
+    return LearnerOutput(probs=probs, best_loss=best, last_loss=pred.loss, temperature=pred.temperature)

@@ -1,6 +1,6 @@
-"""Accuracy and calibration of beliefs, as the reference logs them after every step.
+"""Accuracy and calibration of beliefs, as the original implementation logs them after every step.
 
-* top-k: the true class is among the k highest beliefs. Ties are ranked as the reference's
+* top-k: the true class is among the k highest beliefs. Ties are ranked as the original's
   reversed stable argsort ranks them (the higher class index first), so an item with a
   uniform belief counts as predicting class K-1.
 * ECE: 10 equal-width bins (lower, upper] over the arg-max confidence.

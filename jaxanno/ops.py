@@ -1,7 +1,8 @@
-"""Shared array numerics: hashed priorities and arg-max variants with defined tie rules.
+"""Shared array numerics: hashed priorities, arg-max variants with defined tie rules, and
+the weighted cross-entropy.
 
 These serve EM (tie-broken hard labels), the HIT sampler (uniform item draws, worker
-choice), the learner and the metrics (first arg-max as numpy). Every function is pure and
+choice), the learner and its calibration, and the metrics (first arg-max as numpy). Every function is pure and
 shape-polymorphic over its leading axes where its docstring says so.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def hash32(x: jax.Array) -> jax.Array:
@@ -62,3 +64,13 @@ def random_argmax(scores: jax.Array, allowed: jax.Array, key: jax.Array) -> jax.
     scores = jnp.where(allowed, scores, -jnp.inf)
     is_max = allowed & (scores == scores.max())
     return jnp.argmax(jnp.where(is_max, jax.random.uniform(key, scores.shape, minval=0.5), 0.0)).astype(jnp.int32)
+
+
+def masked_cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> jax.Array:
+    """() sum(w * CE) / max(sum(w), 1): the weighted mean cross-entropy of integer labels.
+
+    Args:
+      logits: (B, K); labels: (B,) i32; weight: (B,) f32 row weights.
+    """
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return (ce * weight).sum() / jnp.maximum(weight.sum(), 1.0)

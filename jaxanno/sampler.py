@@ -19,7 +19,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxanno import em, ops
+from jaxanno import dawid_skene, ops
 from jaxanno.types import AnnotationState, EMState, Params, Static, WorkerPool
 
 THRESHOLD_STEP = 0.01  # the risk threshold is lowered by this much at a time
@@ -98,7 +98,7 @@ def worker_accuracy_on(belief: jax.Array, valid: jax.Array, alpha: jax.Array) ->
       belief: (B, K) posterior of the HIT's items; valid: (B,) lanes that count.
       alpha: (W, K, K) current Dirichlet pseudo-counts.
     """
-    diag = jnp.diagonal(em.confusion(alpha), axis1=1, axis2=2)  # (W, K)
+    diag = jnp.diagonal(dawid_skene.confusion(alpha), axis1=1, axis2=2)  # (W, K)
     per_item = belief @ diag.T  # (B, W)
     return (per_item * valid[:, None]).sum(0) / jnp.maximum(valid.sum(), 1)
 

@@ -1,10 +1,10 @@
 """The online annotation loop: `init_state`, `online_step`, `simulate`, `run_chunk`.
 
-One online step (REFERENCE sections 4 and 8), for step index t = state.step + 1:
+One online step, for step index t = state.step + 1:
 
-1. t > 0 only: record the confident count in the early stopper; stop when every item is
-   confident or full, the budget is spent, (greedy) no worker has room, or the early
-   stopper fires and `Static.early_stop` is set.
+1. t > 0 only (`stopping.check_stop`): record the confident count in the early stopper;
+   stop when every item is confident or full, the budget is spent, (greedy) no worker has
+   room, or the early stopper fires and `Static.early_stop` is set.
 2. t > 0 only: draw HITs, let the simulated workers answer, store the labels.
 3. EM with the previous learner probabilities as the learner term (skipped while there
    are no labels), then the posterior with the final counts.
@@ -16,8 +16,9 @@ Step 0 is the initial fit: no HITs, no EM, the learner trains on half the protot
 A stopped run is frozen: every later step returns its state unchanged (with
 ``active=False`` in the metrics), which is what lets seeds stop independently under vmap.
 
-Keys: the run key of a seed is split once into a pool key and a step key; step t uses
-``fold_in(step_key, t)``. Nothing random is stored, so a resumed run is bit-identical.
+Keys: every function here takes the seed's *run key*, never a per-step key. It is split
+once into a pool key and a step key; step t uses ``fold_in(step_key, t)``. Nothing random
+is stored, so a resumed run is bit-identical.
 """
 
 from __future__ import annotations
@@ -25,25 +26,25 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxanno import em, learner, metrics, sampler, stopping, workers
+from jaxanno import dawid_skene, em, learner, metrics, sampler, stopping, workers
 from jaxanno.types import Dataset, EMState, Params, SimState, Static, StepMetrics
 
 
-def _keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _keys(run_key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(pool key, step key) of one seed's run key."""
-    k_pool, k_steps = jax.random.split(key)
+    k_pool, k_steps = jax.random.split(run_key)
     return k_pool, k_steps
 
 
-def init_state(static: Static, params: Params, data: Dataset, key: jax.Array) -> SimState:
+def init_state(static: Static, params: Params, data: Dataset, run_key: jax.Array) -> SimState:
     """The state before the initial fit: a fresh worker pool, no labels, uniform beliefs.
 
     Args:
-      key: the seed's run key.
+      run_key: the seed's run key.
     Returns:
       `SimState` with step = -1.
     """
-    k_pool, _ = _keys(key)
+    k_pool, _ = _keys(run_key)
     return SimState(
         step=jnp.int32(-1),
         done=jnp.bool_(False),
@@ -51,7 +52,7 @@ def init_state(static: Static, params: Params, data: Dataset, key: jax.Array) ->
         workers=workers.init_pool(static, params, data.crowd, k_pool),
         annotations=sampler.init_annotations(static),
         em=em.init_state(static),
-        learner=learner.init_state(static),
+        learner=learner.init_output(static),
         stopper=stopping.init_stopper(),
     )
 
@@ -72,7 +73,7 @@ def _aggregate(static: Static, params: Params, data: Dataset, state: SimState, a
     """Steps 3-4: EM, learner refit and the final posterior."""
     k_em, k_learn = jax.random.split(key)
     prior = state.workers.prior_alpha
-    log_learner = em.learner_log_prior(state.learner.probs if state.learner else None, static.num_items)
+    log_learner = dawid_skene.learner_log_prior(state.learner.probs if state.learner else None, static.num_items)
     counts, log_class_prior, iterations = state.em.counts, state.em.log_class_prior, jnp.int32(0)
     if static.em.aggregator == "bayes":
         k_init, k_iter = jax.random.split(k_em)
@@ -80,18 +81,18 @@ def _aggregate(static: Static, params: Params, data: Dataset, state: SimState, a
         result = em.run(static, params, annotations, prior, counts, log_class_prior, log_learner, k_iter)
         counts, log_class_prior, iterations = result.counts, result.log_class_prior, result.iterations
     belief = em.posterior(static, params, annotations, prior + counts, log_class_prior, log_learner)
-    learner_state = state.learner
-    if learner_state is not None:
+    learner_out = state.learner
+    if learner_out is not None:
         annotated = annotations.item_count > 0
-        learner_state = learner.fit_predict(
-            static, params, data.features, belief, data.labels[static.num_items :], annotated, learner_state, k_learn
+        learner_out = learner.fit_predict(
+            static, params, data.features, belief, data.labels[static.num_items :], annotated, learner_out, k_learn
         )
-        new_log_learner = em.learner_log_prior(learner_state.probs, static.num_items)
+        new_log_learner = dawid_skene.learner_log_prior(learner_out.probs, static.num_items)
         belief = em.posterior(static, params, annotations, prior + counts, log_class_prior, new_log_learner)
     em_state = EMState(
         counts=counts, log_class_prior=log_class_prior, posterior=belief, risk=em.risk(belief), iterations=iterations
     )
-    return state.replace(step=state.step + 1, annotations=annotations, em=em_state, learner=learner_state)
+    return state.replace(step=state.step + 1, annotations=annotations, em=em_state, learner=learner_out)
 
 
 def step_metrics(static: Static, params: Params, data: Dataset, state: SimState, active: jax.Array) -> StepMetrics:
@@ -117,16 +118,17 @@ def step_metrics(static: Static, params: Params, data: Dataset, state: SimState,
 
 
 def online_step(
-    static: Static, params: Params, data: Dataset, state: SimState, key: jax.Array
+    static: Static, params: Params, data: Dataset, state: SimState, run_key: jax.Array
 ) -> tuple[SimState, StepMetrics]:
     """Advance one seed by one online step (or leave a stopped run frozen).
 
     Args:
-      key: the seed's run key (the step's own key is derived from it and the step index).
+      run_key: the seed's run key, the same at every step (the step's own key is derived
+        from it and ``state.step``).
     Returns:
       The new state and the step's metrics row.
     """
-    _, k_steps = _keys(key)
+    _, k_steps = _keys(run_key)
     k_collect, k_aggregate = jax.random.split(jax.random.fold_in(k_steps, state.step + 1))
     checked = stopping.check_stop(static, params, state)
     annotations = _collect_labels(static, params, data, checked, k_collect)
@@ -136,15 +138,18 @@ def online_step(
 
 
 def simulate(
-    static: Static, params: Params, data: Dataset, key: jax.Array, num_steps: int
+    static: Static, params: Params, data: Dataset, run_key: jax.Array, num_steps: int
 ) -> tuple[SimState, StepMetrics]:
     """A whole run of one seed: initial fit plus `num_steps - 1` online steps.
 
+    Args:
+      run_key: the seed's run key.
     Returns:
       The final state and metrics with a leading (num_steps,) axis.
     """
-    state = init_state(static, params, data, key)
-    return jax.lax.scan(lambda s, _: online_step(static, params, data, s, key), state, None, length=num_steps)
+    state = init_state(static, params, data, run_key)
+    step = lambda s, _: online_step(static, params, data, s, run_key)  # noqa: E731
+    return jax.lax.scan(step, state, None, length=num_steps)
 
 
 def run_chunk(
@@ -152,7 +157,7 @@ def run_chunk(
     params: Params,
     data: Dataset,
     state: SimState,
-    key: jax.Array,
+    run_key: jax.Array,
     start: jax.Array,
     num_steps: int,
 ) -> tuple[SimState, StepMetrics]:
@@ -161,8 +166,11 @@ def run_chunk(
     `start` is shared by every lane (not vmapped), so the initialisation is a true branch
     under vmap and a whole run, chunk after chunk, is one compiled program.
 
+    Args:
+      run_key: the seed's run key.
     Returns:
       The state after the chunk and metrics with a leading (num_steps,) axis.
     """
-    state = jax.lax.cond(start == 0, lambda: init_state(static, params, data, key), lambda: state)
-    return jax.lax.scan(lambda s, _: online_step(static, params, data, s, key), state, None, length=num_steps)
+    state = jax.lax.cond(start == 0, lambda: init_state(static, params, data, run_key), lambda: state)
+    step = lambda s, _: online_step(static, params, data, s, run_key)  # noqa: E731
+    return jax.lax.scan(step, state, None, length=num_steps)

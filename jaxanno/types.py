@@ -12,6 +12,14 @@ Three kinds of input flow through every function (``fn(static, params, data, sta
 The evolving state is one `SimState`. Random keys are never stored in it: every key is
 derived from the run seed and the step index, which is what makes resume exact.
 
+`Static`, `EMStatic` and `LearnerStatic` check themselves when constructed: every option
+string against its tuple below (the only list of allowed values; other layers call
+`check_option` with it), sizes and flags by type and range. An invalid value raises a
+ValueError naming the class, field, value and what is allowed.
+
+"The original" in comments is the published efficient-annotation implementation
+(CVPR 2021) whose behaviour jaxanno reproduces by default.
+
 Named dimensions used in shape comments:
   N items to label, P prototypes, M = N + P, K classes, W workers, A annotation slots per
   item, D feature width, G crowd groups, Wg workers per crowd group (padded).
@@ -20,6 +28,7 @@ Named dimensions used in shape comments:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -49,6 +58,41 @@ SEMI_SUPERVISED = ("none", "pseudolabel", "mixmatch")
 EARLY_STOP_SCOPES = ("local", "global")
 
 
+def check_option(owner: str, field: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Raise a ValueError naming ``owner.field``, the value and the allowed values.
+
+    The one check of an option string; configuration and crowd layers call it with the
+    option tuples above instead of keeping their own lists.
+
+    Example: ``EMStatic.m_step='Soft': expected one of ['hard', 'soft']``.
+    """
+    if isinstance(value, bool) or value not in allowed:  # True == 1: never a valid option string
+        raise ValueError(f"{owner}.{field}={value!r}: expected one of {list(allowed)}")
+
+
+def check_at_least(owner: str, field: str, value: Any, minimum: int) -> None:
+    """Raise a ValueError unless ``owner.field`` is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{owner}.{field}={value!r}: expected an integer >= {minimum}")
+
+
+def check_flag(owner: str, field: str, value: Any) -> None:
+    """Raise a ValueError unless ``owner.field`` is a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{owner}.{field}={value!r}: expected True or False")
+
+
+def _check_fields(obj: Any, options: dict, sizes: dict, flags: Sequence[str] = ()) -> None:
+    """Check the option strings, integer sizes and flags of one settings dataclass."""
+    owner = type(obj).__name__
+    for field, allowed in options.items():
+        check_option(owner, field, getattr(obj, field), allowed)
+    for field, minimum in sizes.items():
+        check_at_least(owner, field, getattr(obj, field), minimum)
+    for field in flags:
+        check_flag(owner, field, getattr(obj, field))
+
+
 @dataclasses.dataclass(frozen=True)
 class EMStatic:
     """Shape and control-flow settings of aggregation and EM."""
@@ -56,11 +100,16 @@ class EMStatic:
     aggregator: str = "bayes"  # 'bayes' (Dawid-Skene posterior) or 'mj' (majority vote)
     max_em_steps: int = 10
     criterion: str = "soft"  # 'soft' (mean z-likelihood), 'hard' (argmax), 'elbo'
-    m_step: str = "hard"  # 'hard' (reference) or 'soft' (expected counts, classic DS)
-    class_prior: str = "uniform"  # 'uniform' (reference) or 'learned' (mean posterior)
+    m_step: str = "hard"  # 'hard' (arg-max counts, the original) or 'soft' (expected counts, classic DS)
+    class_prior: str = "uniform"  # 'uniform' (the original) or 'learned' (mean posterior)
     init: str = "prior"  # first E-step from the prior, or from majority vote
     warm_start: bool = False  # start EM from the previous online step's counts
     item_block: int = 0  # items per cache-sized block of the E-step (0 = all at once)
+
+    def __post_init__(self):
+        options = dict(aggregator=AGGREGATORS, criterion=EM_CRITERIA, m_step=M_STEPS, class_prior=CLASS_PRIORS,
+                       init=EM_INITS)  # fmt: skip
+        _check_fields(self, options, dict(max_em_steps=1, item_block=0), flags=("warm_start",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +122,20 @@ class LearnerStatic:
     eval_every: int = 10
     calibrate: str = "temperature"  # 'none', 'temperature' or 'cv'
     cv_folds: int = 3
-    temperature_solver: str = "reference"
+    temperature_solver: str = "reference"  # the original torch L-BFGS, or 'exact' (see calibration)
     semi_supervised: str = "none"
     early_stop_scope: str = "local"
     prototype_as_val: bool = True
     mixmatch_mu: int = 5
+
+    def __post_init__(self):
+        options = dict(calibrate=CALIBRATIONS, temperature_solver=TEMPERATURE_SOLVERS,
+                       semi_supervised=SEMI_SUPERVISED, early_stop_scope=EARLY_STOP_SCOPES)  # fmt: skip
+        sizes = dict(batch_size=1, max_epochs=1, eval_every=1, cv_folds=2 if self.calibrate == "cv" else 1,
+                     mixmatch_mu=1)  # fmt: skip
+        _check_fields(self, options, sizes, flags=("prototype_as_val",))
+        if not callable(getattr(self.model, "apply", None)):
+            raise ValueError(f"LearnerStatic.model={self.model!r}: expected a flax.linen.Module")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +157,16 @@ class Static:
     early_stop: bool = False  # the early stopper ends the run (it is always logged)
     em: EMStatic = EMStatic()
     learner: LearnerStatic | None = None
+
+    def __post_init__(self):
+        options = dict(sampler=SAMPLERS, worker_type=WORKER_TYPES, prior_type=PRIOR_TYPES)
+        sizes = dict(num_items=1, num_prototypes=0, num_classes=1, num_workers=1, feature_dim=0, max_annotations=1,
+                     hit_size=1, hits_per_step=1, n_prototype_per_class=0)  # fmt: skip
+        _check_fields(self, options, sizes, flags=("early_stop",))
+        if not isinstance(self.em, EMStatic):
+            raise ValueError(f"Static.em={self.em!r}: expected an EMStatic")
+        if self.learner is not None and not isinstance(self.learner, LearnerStatic):
+            raise ValueError(f"Static.learner={self.learner!r}: expected a LearnerStatic or None")
 
     @property
     def num_rows(self) -> int:
@@ -124,7 +192,7 @@ class Params:
     prior_pos_count: jax.Array  # () f32, 'predefined_homegeneous' diagonal
     prior_neg_count: jax.Array  # () f32, 'predefined_homegeneous' off-diagonal mass
     em_epsilon: jax.Array  # () f32, convergence tolerance of the EM criterion
-    log_epsilon: jax.Array  # () f32, added inside every log p(z | y) (reference: 1e-8)
+    log_epsilon: jax.Array  # () f32, added inside every log p(z | y) (1e-8 in the original)
     reliability_mean: jax.Array  # () f32, 'uniform' workers' mean diagonal
     reliability_std: jax.Array  # () f32, 'uniform' workers' diagonal spread
     out_of_group_noise: jax.Array  # () f32, AMT workers' mass moved out of group (0.03)
@@ -193,8 +261,9 @@ class EMState:
 
 
 @struct.dataclass
-class LearnerState:
-    """The learner's output carried between online steps."""
+class LearnerOutput:
+    """The learner's latest output, carried to the next online step (not its weights:
+    the model is re-initialised and refitted at every step)."""
 
     probs: jax.Array  # (M, K) f32, calibrated probabilities used as the label prior
     best_loss: jax.Array  # () f32, best validation loss so far ('global' scope)
@@ -204,7 +273,7 @@ class LearnerState:
 
 @struct.dataclass
 class StopperState:
-    """The reference's early stopper over the number of confident items."""
+    """The early stopper over the number of confident items (see `jaxanno.stopping`)."""
 
     history_len: jax.Array  # () i32, entries recorded so far
     max_confident: jax.Array  # () i32, running maximum of the confident count
@@ -226,7 +295,7 @@ class SimState:
     workers: WorkerPool
     annotations: AnnotationState
     em: EMState
-    learner: LearnerState | None
+    learner: LearnerOutput | None
     stopper: StopperState
 
 
@@ -297,7 +366,7 @@ _INT_PARAMS = ("budget", "max_annotation_per_worker")
 
 
 def make_params(host: bool = False, **overrides: Any) -> Params:
-    """The one casting factory for `Params` (reference defaults, then `overrides`).
+    """The one casting factory for `Params` (`PARAM_DEFAULTS`, then `overrides`).
 
     Every value becomes an array of a fixed dtype (int32 or float32), so new values never
     retrace. Values may also be arrays with a leading grid or lane axis.

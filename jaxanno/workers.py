@@ -14,7 +14,7 @@ Worker types (`Static.worker_type`):
     outside the row's group.
   * ``uniform_noise`` (``amt_uniform_noise``): the same sampled matrix reduced to its
     diagonal, (1 - diagonal) spread evenly over the other K - 1 classes, then the same
-    out-of-group move (the reference applies it to both real-worker types).
+    out-of-group move (the original implementation applies it to both real-worker types).
   * ``adversarial``: never right, uniform over the K - 1 wrong labels (an edge case).
 
 Each seed draws its own pool of W workers from its own key.

@@ -1,6 +1,7 @@
-"""Slow, obvious NumPy float64 implementations of the reference behaviour, for tests.
+"""Test oracles: slow, obvious NumPy float64 versions of the original implementation's rules.
 
-Written from REFERENCE.md with plain loops, independently of the JAX code paths.
+Written from the rules as the jaxanno docstrings state them (and as the original
+implementation behaves), with plain loops, independently of the JAX code paths.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def mean_label_likelihood(workers, labels, label_hat, alpha):
 
 
 def em(prior_alpha, workers, labels, max_steps=10, eps=1e-3, criterion="soft", m_step="hard", learner=None):
-    """The reference EM of one online step (reset counts, E / M / statistic / check).
+    """The original EM of one online step (reset counts, E / M / statistic / check).
 
     Returns (counts, iterations). Assumes no exact ties in the hard M-step.
     """
@@ -128,7 +129,7 @@ def real_worker_matrix(group_totals, worker_counts, picked, class_group, noise, 
 
 
 def prior(kind, g, own, strength, pos=2.0, neg=1.0):
-    """Dirichlet prior of one worker (REFERENCE section 3); g global counts, own true matrix."""
+    """Dirichlet prior of one worker (see `workers.prior_alpha`); g global counts, own true matrix."""
     k = g.shape[0]
     if kind == "predefined_homegeneous":
         p = np.full((k, k), neg / k)
@@ -147,7 +148,7 @@ def prior(kind, g, own, strength, pos=2.0, neg=1.0):
 
 
 def lowered_threshold(risk, room, threshold, hit_size):
-    """The reference's loop: lower by 0.01 until `hit_size` items qualify (None if never)."""
+    """The original loop: lower by 0.01 until `hit_size` items qualify (None if never)."""
     if room.sum() < hit_size:
         return None
     t = threshold
@@ -157,7 +158,7 @@ def lowered_threshold(risk, room, threshold, hit_size):
 
 
 def early_stopper(confident_counts, costs, n_items, window):
-    """Index of the first step at which the reference's early stopper fires, or None."""
+    """Index of the first step at which the original early stopper fires, or None."""
     history = []
     for idx, (num, cost) in enumerate(zip(confident_counts, costs)):
         history.append(num)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxanno import em, ops, types
+from jaxanno import dawid_skene, em, ops, types
 from tests import reference
 from tests.conftest import annotation_state, random_annotations, tiny_static
 
@@ -145,7 +145,8 @@ def test_majority_vote_matches_reference():
     rng = np.random.default_rng(4)
     workers, labels = random_annotations(rng, N, A, W, K, fill=0.5)
     ann = annotation_state(workers, labels, W)
-    np.testing.assert_allclose(em.majority_vote(ann, K), reference.majority_vote(labels, workers >= 0, K), rtol=1e-6)
+    want = reference.majority_vote(labels, workers >= 0, K)
+    np.testing.assert_allclose(dawid_skene.majority_vote(ann, K), want, rtol=1e-6)
 
 
 def _crowdkit_problem(seed, n=40, w=8, k=3):
@@ -202,13 +203,13 @@ def test_blocked_e_pass_equals_whole_array_pass(params):
     """Blocks of 7 over 30 items: same labels, tie-breaks, counts and evidence."""
     workers, labels, prior = _problem(8, accuracy=0.5)
     ann = annotation_state(workers, labels, W)
-    table = em.likelihood_table(jnp.asarray(prior), params.log_epsilon)
+    table = dawid_skene.likelihood_table(jnp.asarray(prior), params.log_epsilon)
     log_prior = jnp.full((K,), -np.log(K))
     learner = jnp.log(jnp.asarray(np.random.default_rng(2).dirichlet(np.ones(K), N), jnp.float32))
     outs = []
     for block in (0, 7):
         for m_step in ("hard", "soft"):
-            out = em.e_pass(
+            out = dawid_skene.e_pass(
                 _static(item_block=block),
                 table,
                 ann,

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxanno import learner, types
+from jaxanno import calibration, learner, types
 from tests.conftest import tiny_static
 
 K, D = 4, 6
@@ -79,18 +79,18 @@ def _nll64(logits, labels, t):
 @pytest.mark.parametrize("seed, scale", [(0, 1.0), (1, 3.0), (2, 0.3)])
 def test_exact_temperature_reaches_the_grid_minimum(seed, scale):
     logits, labels = _logits(seed, scale)
-    t = float(learner.temperature_exact(jnp.asarray(logits), jnp.asarray(labels), jnp.ones(300)))
+    t = float(calibration.temperature_exact(jnp.asarray(logits), jnp.asarray(labels), jnp.ones(300)))
     grid = np.exp(np.linspace(np.log(0.05), np.log(50), 20001))
     best = min(_nll64(logits, labels, g) for g in grid)
     assert _nll64(logits, labels, t) <= best + 1e-6
 
 
-def test_reference_temperature_barely_moves_and_reverts_when_worse():
+def test_lbfgs_temperature_barely_moves_and_reverts_when_worse():
     logits, labels = _logits(1, 3.0)  # overconfident: larger T is better
-    t = float(learner.temperature_reference(jnp.asarray(logits), jnp.asarray(labels), jnp.ones(300)))
+    t = float(calibration.temperature_lbfgs(jnp.asarray(logits), jnp.asarray(labels), jnp.ones(300)))
     assert 1.5 < t < 1.6, "L-BFGS with step 0.001 moves T only a little from 1.5"
     under, ulabels = _logits(2, 0.3)  # underconfident: T = 1.5 is worse than 1 -> revert
-    t_under = float(learner.temperature_reference(jnp.asarray(under), jnp.asarray(ulabels), jnp.ones(300)))
+    t_under = float(calibration.temperature_lbfgs(jnp.asarray(under), jnp.asarray(ulabels), jnp.ones(300)))
     assert t_under == 1.0
 
 
@@ -105,14 +105,14 @@ def test_cross_validation_vmap_over_folds_equals_separate_fits():
         unlabelled=jnp.zeros(96, bool),
     )
     key = jax.random.key(5)
-    got = jax.jit(learner._cross_validated, static_argnums=0)(static, params, x, split, key)
+    got = jax.jit(learner.cross_validate, static_argnums=0)(static, params, x, split, key)
     k_fold, k_fit = jax.random.split(key)
     pool = split.train | split.val
-    rank = learner._group_rank(jnp.where(pool, y, K), jax.random.uniform(k_fold, (96,)))
-    fold = rank % 3
-    capacity = -(-96 // 3) + K
+    fold = learner.stratified_folds(y, pool, K, 3, k_fold)
+    capacity = learner.fold_capacity(static, 96)
+    assert capacity == 32 + K
     preds = [
-        jax.jit(learner._fit_calibrate_predict, static_argnums=(0, 6))(
+        jax.jit(learner.fit_calibrate_predict, static_argnums=(0, 6))(
             static, params, x, y, pool & (fold != f), pool & (fold == f), capacity, fk, split.unlabelled
         )
         for f, fk in enumerate(jax.random.split(k_fit, 3))
@@ -164,7 +164,7 @@ def test_global_scope_keeps_the_best_model_ever():
     x, _ = _blobs(96, 2.0)
     post = jax.nn.one_hot(jnp.arange(80) % K, K) * 0.97 + 0.0075
     protos = jnp.arange(16, dtype=jnp.int32) % K
-    old = learner.init_state(static)
+    old = learner.init_output(static)
     fp = jax.jit(learner.fit_predict, static_argnums=0)
     unbeatable = old.replace(best_loss=jnp.float32(-1.0), probs=jnp.full((96, K), 0.25))
     kept = fp(

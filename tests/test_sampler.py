@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxanno import em, sampler, stopping, types
+from jaxanno import dawid_skene, sampler, stopping, types
 from tests import reference
 from tests.conftest import annotation_state, random_annotations, tiny_static
 
@@ -193,7 +193,7 @@ def test_worker_accuracy_is_belief_weighted_diagonal():
     belief = jnp.asarray(np.random.default_rng(1).dirichlet(np.ones(K), 4), jnp.float32)
     valid = jnp.asarray([True, True, False, True])
     got = sampler.worker_accuracy_on(belief, valid, alpha)
-    diag = np.diagonal(np.asarray(em.confusion(alpha)), axis1=1, axis2=2)
+    diag = np.diagonal(np.asarray(dawid_skene.confusion(alpha)), axis1=1, axis2=2)
     want = (np.asarray(belief)[[0, 1, 3]] @ diag.T).mean(0)
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
