@@ -7,8 +7,10 @@ Examples:
   python launch.py --config.sweep.risk_threshold='(0.05,0.1,0.2)' --workdir=runs/sweep
   python launch.py --config=configs/test.py         # tiny, seconds
 
-Precedence: the config file, then the preset names (--experiment, --method, --simulation,
---sampler), then --config.* overrides, which always win.
+--experiment, --method, --simulation, --sampler and --num_seeds are short for the config
+fields experiment, method, simulation, sampler.algo and run.num_seeds (giving both a flag
+and a different --config.<field> is an error). A preset fills only the fields that neither
+the config file nor --config.* set.
 
 Multi-host: every process runs the same command; JAX's distributed runtime joins them from
 --coordinator_address/--num_processes/--process_id or from the cluster's environment
@@ -49,8 +51,28 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a mul
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank in a multi-host run.")
 
 
+def _parse_flags(argv):
+    """absl's parser, with an unknown --config.<key> reported in one line."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError):
+        from jaxanno import config
+
+        for arg in argv[1:]:
+            path = arg.removeprefix("--config.").split("=", 1)[0]
+            if arg.startswith("--config.") and path not in config.PATHS:
+                try:
+                    config.check_key(path)
+                except config.ConfigError as err:
+                    print(f"error: --config.{path}: {err}", file=sys.stderr)
+                    sys.exit(2)
+        raise
+
+
 def _compose_config():
-    """The config file + preset flags, with --config.* overrides re-applied last."""
+    """The config file with the short flags set as the fields they stand for."""
+    from jaxanno import config
+
     cfg = _CONFIG.value
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     sugar = {
@@ -65,26 +87,22 @@ def _compose_config():
             continue
         if path in overrides and overrides[path] != value:
             raise app.UsageError(f"--{path.split('.')[-1]}={value} conflicts with --config.{path}={overrides[path]}")
-        node = cfg
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        config.set_field(cfg, path, value)
     return cfg
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from jaxanno import cli, distributed  # after flag parsing: keeps --help fast
+    from jaxanno import distributed, runner  # after flag parsing: keeps --help fast
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
     cfg = _compose_config()
     workdir = _WORKDIR.value or os.path.join("runs", f"{cfg.experiment or 'custom'}-{cfg.method}")
-    code = cli.simulate(cfg, workdir, quiet=_QUIET.value, report=_REPORT.value)
+    code = runner.run_launch(cfg, workdir, quiet=_QUIET.value, report=_REPORT.value)
     sys.exit(code)
 
 
 if __name__ == "__main__":
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

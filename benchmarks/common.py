@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from jaxanno import config, dawid_skene, experiment, outputs, types, workers
+from jaxanno.data import standin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)  # the repository: tests/data and launch.py live there
@@ -357,7 +358,7 @@ def em_static(w: Workload, em_settings: types.EMStatic) -> types.Static:
         num_workers=w.num_workers,
         feature_dim=1,
         max_annotations=w.max_annotations,
-        em=dataclasses.replace(em_settings, item_block=config.item_block(-1)),
+        em=dataclasses.replace(em_settings, item_block=experiment.item_block(-1)),
     )
 
 
@@ -379,15 +380,11 @@ def make_config(experiment_name: str, method: str, overrides: Mapping[str, Any] 
     cfg = config.default_config()
     cfg.experiment, cfg.method = experiment_name, method
     for path, value in (overrides or {}).items():
-        *parents, leaf = path.split(".")
-        node = cfg
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        config.set_field(cfg, path, value)
     return cfg
 
 
-QUICK_RUN = {  # Vertebrate with few items, narrow features and short fits: seconds on a CPU
+QUICK_RUN = {  # Vertebrate with few items, narrow features and short fits: a smoke-test size
     "n_data_per_class": 40,
     "data.feature_dim": 32,  # at least K = 18
     "online.n_hits_per_step": 2,
@@ -410,8 +407,6 @@ def full_run_config(seeds: int, width: int, quick: bool):
 
 def stand_in_size(cfg) -> tuple[int, int]:
     """(N items, K classes) of the stand-in set a config generates."""
-    from jaxanno.data import standin
-
     cfg = config.resolve(cfg)
     k = len(cfg.wnids.split())
     return int(standin.class_counts(cfg.experiment, k, cfg.n_data_per_class).sum()), k
@@ -421,8 +416,8 @@ def method_static(experiment_name: str, method: str, width: int, overrides: Mapp
     """(resolved config, Static, Params) of a method on an experiment's stand-in sizes."""
     cfg = config.resolve(make_config(experiment_name, method, {"data.feature_dim": width, **(overrides or {})}))
     n, k = stand_in_size(cfg)
-    static = config.to_static(cfg, n, k * cfg.n_prototype_per_class, k, width)
-    return cfg, static, config.to_params(cfg)
+    static = experiment.to_static(cfg, n, k * cfg.n_prototype_per_class, k, width)
+    return cfg, static, experiment.to_params(cfg)
 
 
 # ---------------------------------------------------------------- EM problems

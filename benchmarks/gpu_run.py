@@ -67,8 +67,16 @@ def same_window_scaling(many: dict[str, Any], one: dict[str, Any]) -> dict[str, 
     steps = many["chunk_steps"]
     return {
         "scaling_x": rate(many) / rate(one),
-        "scaling_window": f"online steps {steps}-{steps * last} (chunks 2-{last}, median chunk) of both runs",
+        "scaling_window": f"online steps {steps}-{steps * last - 1} (from 0; chunks 2-{last}) of both runs",
     }
+
+
+COLUMNS = {
+    "em_floor": ["size", "variant", "seeds", "jax_compile_s", "jax_iter_ms", "floor_bytes", "floor_ms", "x_floor"],
+    "run": ["seeds", "items", "feature_dim", "prepare_s", "wall_s_including_compile", "compile_s",
+            "wall_s_excluding_compile", "steps", "per_step_s", "seed_steps_per_s", "final_cost_per_item", "final_top1",
+            "learner_top1", "process_peak_rss_bytes", "process_peak_device_bytes"],
+}  # fmt: skip
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -80,7 +88,7 @@ def markdown(results: dict[str, Any]) -> str:
         if isinstance(rows, dict):  # a failed phase
             lines += [f"## {phase}", "", f"failed: {rows['error']}", ""]
             continue
-        cols = [c for c in rows[0] if c != "chunk_s"]
+        cols = COLUMNS["em_floor" if phase == "em_floor" else "run"]
         lines += [f"## {phase}", "", common.markdown_table(rows, cols), ""]
     if "scaling_x" in results:
         lines.append(f"scaling_x = {common.rounded(results)['scaling_x']} over {results['scaling_window']}.")

@@ -1,11 +1,13 @@
 """Default launch: Vertebrate (imagenet_split_1), real-worker structured noise, Online DS.
 
-An optional comma-separated list of preset names picks experiment, method and simulation:
-  --config=configs/default.py:imagenet_100_classes,efficient_annotation,amt_uniform_noise
+Every field and its default is defined once, in `jaxanno.config.SCHEMA`; this file returns
+that schema unchanged. Presets are fields like any other: copy this file and set
+``cfg.experiment``, ``cfg.method`` or ``cfg.simulation`` (or pass ``--experiment=...``,
+``--method=...``, ``--simulation=...``, ``--config.<field>=...`` to launch.py).
 """
 
 from jaxanno import config
 
 
-def get_config(presets: str = ""):
-    return config.apply_preset_names(config.default_config(), presets)
+def get_config():
+    return config.default_config()

@@ -3,8 +3,8 @@
 from jaxanno import config
 
 
-def get_config(presets: str = ""):
-    cfg = config.apply_preset_names(config.default_config(), presets)
+def get_config():
+    cfg = config.default_config()
     cfg.wnids = "n02138441 n02326432 n01558993"
     cfg.n_data_per_class = 20
     cfg.n_prototype_per_class = 4

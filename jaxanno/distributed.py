@@ -111,9 +111,3 @@ def lane_spec() -> P:
 def replicated_spec() -> P:
     """PartitionSpec of arrays every device holds whole."""
     return P()
-
-
-def barrier(name: str) -> None:
-    """Wait for every process (no-op in a single-process run)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)

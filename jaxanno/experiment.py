@@ -1,5 +1,8 @@
-"""Running experiments: problem set-up, the vmapped and sharded lanes, the jitted chunk,
-the driver loop, and result tables. No absl here; `launch.py` is the command line.
+"""Running experiments: from a config to a placed `Problem`, the vmapped and sharded lanes,
+the jitted chunk and the driver loop. No absl and no files here (see `runner`).
+
+`prepare` resolves and validates a config (`config`), loads the data, converts the config
+to `Static` and the sweep grid of `Params` through `config.SCHEMA`, and places everything.
 
 Lanes: a launch's (grid point, seed) pairs are flattened into one lane axis,
 ``lane = grid * S + seed_index``, padded to a multiple of the device count and sharded
@@ -16,19 +19,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-import pandas as pd
 from jax.sharding import Mesh
 from ml_collections import config_dict
 
 from jaxanno import config as config_lib
 from jaxanno import data as data_lib
-from jaxanno import distributed, sim, types
+from jaxanno import distributed, results, sim, types
 
 
 @dataclasses.dataclass
@@ -79,13 +84,123 @@ def data_spec(cfg: config_dict.ConfigDict) -> data_lib.DataSpec:
     )
 
 
-def _lanes(grid: types.Params, num_grid: int, seeds: Sequence[int], padded: int):
-    """Per-lane host params and seeds, lane = grid * S + seed index, padded with lane 0."""
+def lane_inputs(grid: types.Params, num_grid: int, seeds: Sequence[int], padded: int):
+    """Per-lane host params and seeds, lane = grid * S + seed index, padded with lane 0.
+
+    Args:
+      grid: host `Params` with leaves of shape (G,); seeds: the S seeds; padded: L_pad >= G * S.
+
+    Returns:
+      (`Params` with leaves (L_pad,), (L_pad,) uint32 seeds).
+    """
     s = len(seeds)
     order = np.arange(padded) % (num_grid * s)
     params = jax.tree.map(lambda col: np.asarray(col)[order // s], grid)
     lane_seeds = np.asarray(seeds, np.uint32)[order % s]
     return params, lane_seeds
+
+
+def _model(cfg: config_dict.ConfigDict, num_classes: int):
+    """The flax module of the learner: the default MLP or a user's 'module:Class'."""
+    from jaxanno import learner  # the learner pulls in optax; only needed with a learner
+
+    if not cfg.learner.module:
+        hidden = (cfg.learner.hidden_size,) * cfg.learner.n_hidden_layer
+        return learner.MLP(num_classes=num_classes, hidden_sizes=hidden)
+    mod_name, _, cls_name = cfg.learner.module.partition(":")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as err:
+        raise config_lib.ConfigError(
+            f"setting learner.module={cfg.learner.module!r}: cannot import ({err}); "
+            "expected 'package.module:Class' of a flax.linen.Module"
+        ) from None
+    return cls(num_classes=num_classes)
+
+
+def to_static(
+    cfg: config_dict.ConfigDict, num_items: int, num_prototypes: int, num_classes: int, feature_dim: int
+) -> types.Static:
+    """The `Static` of a resolved config and its data sizes (each field through `config.SCHEMA`)."""
+    fields: dict[str, dict[str, Any]] = {"Static": {}, "EMStatic": {}, "LearnerStatic": {}}
+    for path, f in config_lib.SCHEMA.items():
+        owner, _, name = f.target.partition(".")
+        if owner in fields:
+            fields[owner][name] = config_lib.get_field(cfg, path)
+    learner_static = None
+    if cfg.learner.algo == "mlp":
+        kind, folds = config_lib.calibration_kind(cfg.learner.calibrate)
+        learner_static = types.LearnerStatic(
+            model=_model(cfg, num_classes),
+            calibrate=kind,
+            **({"cv_folds": folds} if folds else {}),
+            **fields["LearnerStatic"],
+        )
+    em = types.EMStatic(item_block=item_block(cfg.optimizer.item_block), **fields["EMStatic"])
+    sizes = dict(num_items=num_items, num_prototypes=num_prototypes, num_classes=num_classes, feature_dim=feature_dim)
+    return types.Static(**sizes, em=em, learner=learner_static, **fields["Static"])
+
+
+CPU_ITEM_BLOCK = 2048  # (2048, K) float32 blocks stay in a CPU's cache
+
+
+def lane_batch(setting: int) -> int:
+    """Lanes vmapped at once: `setting`, or for -1 one at a time on CPU and all elsewhere.
+
+    XLA vectorises a vmapped program differently for different lane counts, so float
+    results can differ in the last bit with the number of lanes, and a simulation run
+    long enough amplifies that into a different (statistically equivalent) trajectory.
+    One lane at a time makes every lane's result independent of the others; on a CPU it
+    costs little throughput (one lane already keeps the cores busy).
+    """
+    if setting >= 0:
+        return setting
+    return 1 if jax.default_backend() == "cpu" else 0
+
+
+def item_block(setting: int) -> int:
+    """The E-step block size: `setting`, or for -1 the backend's best (blocks on CPU only)."""
+    if setting >= 0:
+        return setting
+    return CPU_ITEM_BLOCK if jax.default_backend() == "cpu" else 0
+
+
+def param_values(cfg: config_dict.ConfigDict) -> dict[str, Any]:
+    """Base (unswept) value of every `Params` field."""
+    return {name: config_lib.get_field(cfg, path) for name, path in config_lib.PARAM_PATHS.items()}
+
+
+def to_params(cfg: config_dict.ConfigDict) -> types.Params:
+    """The base (unswept) `Params` of a resolved config."""
+    return types.make_params(**param_values(cfg))
+
+
+def sweep_points(cfg: config_dict.ConfigDict) -> list[dict[str, Any]]:
+    """The cartesian sweep grid as a list of {field: value}, swept fields only.
+
+    One point (an empty dict) when nothing is swept.
+    """
+    axes = {name: tuple(cfg.sweep[name]) for name in config_lib.PARAM_PATHS if len(cfg.sweep[name])}
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def sweep_grid(cfg: config_dict.ConfigDict, host: bool = False) -> tuple[types.Params, list[dict[str, Any]]]:
+    """`Params` with a leading (G,) grid axis, and each grid point's swept settings."""
+    base = param_values(cfg)
+    points = sweep_points(cfg)
+    columns = {name: np.array([p.get(name, base[name]) for p in points]) for name in base}
+    return types.make_params(host=host, **columns), points
+
+
+def default_max_steps(cfg: config_dict.ConfigDict, num_items: int) -> int:
+    """Online steps after which every item has A labels or the budget is spent."""
+    slots = num_items * cfg.sampler.max_annotation_per_example
+    labels = min(slots, max(cfg.online.budget, 0))
+    for point in sweep_points(cfg):
+        labels = max(labels, min(slots, point.get("budget", 0)))
+    per_step = cfg.online.hit_size * cfg.online.n_hits_per_step
+    # + A: the last few items may need one small HIT per remaining label.
+    return math.ceil(labels / per_step) + cfg.sampler.max_annotation_per_example + 1
 
 
 def prepare(cfg: config_dict.ConfigDict, mesh: Mesh | None = None) -> Problem:
@@ -103,15 +218,19 @@ def prepare(cfg: config_dict.ConfigDict, mesh: Mesh | None = None) -> Problem:
         )
     except (ValueError, OSError) as err:
         raise config_lib.ConfigError(f"data: {err}") from None
-    config_lib.check_against_data(cfg, features.num_items)
-    static = config_lib.to_static(
+    if cfg.online.hit_size > features.num_items:
+        raise config_lib.ConfigError(
+            f"setting online.hit_size={cfg.online.hit_size!r}: expected at most the number of items to label "
+            f"({features.num_items})"
+        )
+    static = to_static(
         cfg, features.num_items, features.num_prototypes, features.num_classes, features.features.shape[1]
     )
-    grid, points = config_lib.sweep_grid(cfg, host=True)
-    max_steps = cfg.run.max_steps if cfg.run.max_steps > 0 else config_lib.default_max_steps(cfg, features.num_items)
+    grid, points = sweep_grid(cfg, host=True)
+    max_steps = cfg.run.max_steps if cfg.run.max_steps > 0 else default_max_steps(cfg, features.num_items)
     seeds = [cfg.run.seed + i for i in range(cfg.run.num_seeds)]
     mesh = mesh or distributed.lane_mesh()
-    params, lane_seeds = _lanes(grid, len(points), seeds, distributed.padded_lanes(len(points) * len(seeds), mesh))
+    params, lane_seeds = lane_inputs(grid, len(points), seeds, distributed.padded_lanes(len(points) * len(seeds), mesh))
     return Problem(
         cfg=cfg,
         static=static,
@@ -164,7 +283,7 @@ def advance(problem: Problem, state: types.SimState, start: int, num_steps: int)
     return fn(
         problem.static,
         num_steps,
-        config_lib.lane_batch(problem.cfg.run.lane_batch),
+        lane_batch(problem.cfg.run.lane_batch),
         problem.mesh,
         problem.lane_params,
         state,
@@ -221,7 +340,7 @@ def run(
     step, t0 = start_step, time.perf_counter()
     while step < problem.max_steps:
         state, m = advance(problem, state, step, chunk)
-        metrics.append(flatten_metrics(problem.by_grid_seed(distributed.gather(m))))
+        metrics.append(results.flatten_metrics(problem.by_grid_seed(distributed.gather(m))))
         step += chunk
         done = problem.by_grid_seed(distributed.gather(state.done))
         if on_chunk is not None:
@@ -229,98 +348,3 @@ def run(
         if bool(np.all(done)):
             break
     return RunResult(state=state, metrics=metrics, steps_run=step, wall_seconds=time.perf_counter() - t0)
-
-
-def flatten_metrics(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    """NamedTuple metrics -> {'aggregate/all/top1': array, ...} (None fields skipped)."""
-    if hasattr(tree, "_fields"):
-        out: dict[str, np.ndarray] = {}
-        for name in tree._fields:
-            value = getattr(tree, name)
-            if value is not None:
-                out.update(flatten_metrics(value, f"{prefix}{name}/"))
-        return out
-    return {prefix.rstrip("/"): np.asarray(tree)}
-
-
-def metrics_frame(problem: Problem, metrics: Sequence[dict[str, np.ndarray]]) -> pd.DataFrame:
-    """Long table, one row per (grid point, seed, logged step); inactive rows dropped.
-
-    Columns: grid, seed, the grid point's swept settings, then every metric
-    ('cost', 'aggregate/all/top1', 'learner/confident/ece', ...).
-    """
-    cols = {name: np.concatenate([m[name] for m in metrics], axis=-1) for name in metrics[0]}
-    g, s, t = cols["step"].shape
-    frame = pd.DataFrame({k: v.reshape(-1) for k, v in cols.items()})
-    frame.insert(0, "seed", np.repeat(np.asarray(problem.seeds), t)[None].repeat(g, 0).reshape(-1))
-    frame.insert(0, "grid", np.repeat(np.arange(g), s * t))
-    for field in sorted({k for p in problem.points for k in p}):
-        frame.insert(2, field, np.repeat([p[field] for p in problem.points], s * t))
-    frame = frame[frame["active"]].drop(columns="active")
-    return frame.reset_index(drop=True)
-
-
-def accuracy_at(frame: pd.DataFrame, levels: Sequence[float], column: str = "aggregate/all/top1") -> pd.DataFrame:
-    """Accuracy of every (grid, seed) run at given labels-per-item levels (interpolated).
-
-    NaN where a run stopped before reaching a level.
-    """
-    rows = []
-    for (grid, seed), run in frame.groupby(["grid", "seed"]):
-        x, y = run["cost_per_item"].to_numpy(), run[column].to_numpy()
-        row = {"grid": grid, "seed": seed}
-        for level in levels:
-            row[f"{level:g}"] = float(np.interp(level, x, y)) if level <= x.max() else np.nan
-        row["end"] = float(y[-1])
-        row["end_cost_per_item"] = float(x[-1])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def summary_table(problem: Problem, frame: pd.DataFrame, levels: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 2.5)) -> str:
-    """Markdown: mean +- std over seeds of top-1 accuracy at a few labels-per-item levels."""
-    acc = accuracy_at(frame, levels)
-    cols = [f"{lv:g}" for lv in levels] + ["end"]
-    header = "| grid | settings | " + " | ".join(f"acc@{c}" for c in cols) + " | labels/item at end |"
-    lines = [header, "|" + "---|" * (len(cols) + 3)]
-    for grid, runs in acc.groupby("grid"):
-        settings = ", ".join(f"{k}={v:g}" for k, v in problem.points[grid].items()) or "-"
-        cells = []
-        for c in cols:
-            v = runs[c].dropna()
-            cells.append(f"{100 * v.mean():.1f} ± {100 * v.std(ddof=0):.1f}" if len(v) else "-")
-        end = runs["end_cost_per_item"]
-        lines.append(f"| {grid} | {settings} | " + " | ".join(cells) + f" | {end.mean():.2f} ± {end.std(ddof=0):.2f} |")
-    return "\n".join(lines)
-
-
-def runs_frame(problem: Problem, state: types.SimState, frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (grid point, seed): how the run ended and where the early stopper fired.
-
-    Columns: grid, seed, swept settings, steps, stop_reason, cost_per_item,
-    'aggregate/all/top1' (and 'learner/all/top1') at the end, early_stop_step and
-    early_stop_cost_per_item (NaN when the stopper never fired).
-    """
-    st = problem.by_grid_seed(distributed.gather(state))
-    n = problem.static.num_items
-    last = frame.groupby(["grid", "seed"]).tail(1).set_index(["grid", "seed"])
-    rows = []
-    for g, point in enumerate(problem.points):
-        for s, seed in enumerate(problem.seeds):
-            fired = int(st.stopper.fired_step[g, s])
-            end = last.loc[(g, seed)]
-            row = {
-                "grid": g,
-                "seed": seed,
-                **point,
-                "steps": int(st.step[g, s]),
-                "stop_reason": types.STOP_REASONS[int(st.stop_reason[g, s])],
-                "cost_per_item": float(end["cost_per_item"]),
-                "aggregate/all/top1": float(end["aggregate/all/top1"]),
-                "early_stop_step": fired if fired >= 0 else np.nan,
-                "early_stop_cost_per_item": int(st.stopper.fired_cost[g, s]) / n if fired >= 0 else np.nan,
-            }
-            if "learner/all/top1" in end:
-                row["learner/all/top1"] = float(end["learner/all/top1"])
-            rows.append(row)
-    return pd.DataFrame(rows)

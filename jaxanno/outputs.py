@@ -17,12 +17,16 @@ import pandas as pd
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
-def atomic_write_text(path: os.PathLike, text: str) -> None:
+def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
     """Write via a temporary file and rename, so readers never see half a file."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: os.PathLike, obj: Any) -> None:

@@ -1,6 +1,6 @@
-"""Reports over finished launches: accuracy-vs-labels-per-image curves and x@target tables.
+"""Reports over finished launches: accuracy-vs-labels-per-image figures and the x@target table.
 
-Reads one or more workdirs written by `jaxanno.cli` (metrics.csv required; runs.csv and
+Reads one or more workdirs written by a launch (`jaxanno.runner`; metrics.csv required; runs.csv and
 config.json used when present) and writes, under one output folder:
 
   top1_aggregate.{png,svg}   top-1 accuracy of the aggregated labels vs labels per image
@@ -41,11 +41,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from jaxanno import outputs
+from jaxanno import outputs, results
 
 DEFAULT_TARGETS = (75.0, 80.0, 85.0, 90.0)
 MAX_GRID_POINTS = 1000  # common x grid size cap: plots stay light at ImageNet-100 scale
-_REACH_TOL = 1e-6  # float32 accuracies written as text: 0.8 may read back as 0.79999995
 _REQUIRED = ("grid", "seed", "step", "cost_per_item", "aggregate/all/top1")
 # (file stem, metrics.csv column, y label, title); a figure is drawn if any run has data.
 FIGURES = (
@@ -138,20 +137,6 @@ def _disambiguate(runs: Sequence[Run]) -> None:
             run.name = f"{run.name} ({run.workdir.resolve().name})"
 
 
-def seed_curve(rows: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """One seed's (x, y) in step order, NaN metrics dropped, repeated x kept once (the last).
-
-    The last value at a repeated cost is the latest state reached for that many labels.
-    """
-    rows = rows.sort_values("step")
-    x = rows["cost_per_item"].to_numpy(float)
-    y = rows[column].to_numpy(float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    last = np.append(x[1:] != x[:-1], True) if len(x) else np.zeros(0, bool)
-    return x[last], y[last]
-
-
 def common_grid(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_points: int = MAX_GRID_POINTS) -> np.ndarray:
     """Sorted union of the seeds' x values (thinned to about `max_points`, ends kept)."""
     xs = [x for x, _ in curves if len(x)]
@@ -168,7 +153,7 @@ def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_points: int =
     """Average per-seed curves on a common grid without extrapolating any of them.
 
     Args:
-      curves: per seed, (x, y) with x increasing (see `seed_curve`).
+      curves: per seed, (x, y) with x increasing (see `results.seed_curve`).
 
     Returns:
       A `Band`; at each x only the seeds whose own x range covers it contribute.
@@ -185,32 +170,6 @@ def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_points: int =
     var = np.where(np.isfinite(values), (values - mean) ** 2, 0.0).sum(0) / np.maximum(count, 1)
     std = np.where(count > 0, np.sqrt(var), np.nan)
     return Band(x=x, mean=mean, std=std, count=count, num_seeds=len(curves))
-
-
-def x_at_target(x: np.ndarray, y: np.ndarray, target: float) -> float:
-    """Labels per image at which y first reaches `target` (same units), NaN if never.
-
-    Linear interpolation between the last point below the target and the first at or above
-    it; x[0] if the curve starts at or above it. `x`, `y` in step order.
-    """
-    hit = np.flatnonzero(y >= target - _REACH_TOL)
-    if not len(hit):
-        return float("nan")
-    i = int(hit[0])
-    if i == 0:
-        return float(x[0])
-    frac = np.clip((target - y[i - 1]) / (y[i] - y[i - 1]), 0.0, 1.0)
-    return float(x[i - 1] + frac * (x[i] - x[i - 1]))
-
-
-def _mean_std(values: np.ndarray) -> tuple[float, float]:
-    """Mean and population std of the finite values (NaN, NaN if none)."""
-    v = values[np.isfinite(values)]
-    return (float(v.mean()), float(v.std())) if len(v) else (np.nan, np.nan)
-
-
-def _fmt(mean: float, std: float, digits: int = 2) -> str:
-    return "-" if not np.isfinite(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _settings_label(run: Run, point: pd.Series) -> str:
@@ -233,77 +192,11 @@ def _grid_points(run: Run):
         yield int(grid), rows.iloc[0], rows
 
 
-def _per_seed(rows: pd.DataFrame, column: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per seed (in seed order), its curve of `column`."""
-    if column not in rows.columns:
-        return []
-    return [seed_curve(r, column) for _, r in rows.groupby("seed", sort=True)]
-
-
-def _last_values(rows: pd.DataFrame, column: str) -> np.ndarray:
-    """Per seed, the metric at the run's last logged step (NaN if not logged)."""
-    if column not in rows.columns:
-        return np.full(rows["seed"].nunique(), np.nan)
-    last = rows.sort_values("step").groupby("seed", sort=True).tail(1).sort_values("seed")
-    return last[column].to_numpy(float)
-
-
-def _targets_cells(rows: pd.DataFrame, targets: Sequence[float]) -> tuple[dict[str, Any], list[str]]:
-    """x@target per seed -> CSV fields and markdown cells."""
-    curves = _per_seed(rows, "aggregate/all/top1")
-    fields: dict[str, Any] = {}
-    cells = []
-    for t in targets:
-        xs = np.array([x_at_target(x, y, t / 100.0) for x, y in curves])
-        reached = int(np.isfinite(xs).sum())
-        mean, std = _mean_std(xs) if reached == len(xs) else (np.nan, np.nan)
-        key = f"x@{t:g}"
-        fields.update({f"{key}_mean": mean, f"{key}_std": std, f"{key}_reached": reached})
-        cells.append(_fmt(mean, std) if reached == len(xs) else f"n/a ({reached}/{len(xs)} reached)")
-    return fields, cells
-
-
-def _early_stop_cells(run: Run, grid: int, num_seeds: int) -> tuple[dict[str, Any], str, str]:
-    """Early-stop point and stop reasons from runs.csv -> CSV fields, two markdown cells."""
-    if run.runs is None or "early_stop_cost_per_item" not in run.runs.columns:
-        return (
-            {"early_stop_mean": np.nan, "early_stop_std": np.nan, "early_stop_fired": np.nan, "stop_reasons": ""},
-            "- (no runs.csv)",
-            "-",
-        )
-    rows = run.runs[run.runs["grid"] == grid]
-    fired_at = rows["early_stop_cost_per_item"].to_numpy(float)
-    fired = int(np.isfinite(fired_at).sum())
-    mean, std = _mean_std(fired_at)
-    if fired == 0:
-        cell = "never fired"
-    else:
-        cell = _fmt(mean, std) + ("" if fired == num_seeds else f" ({fired}/{num_seeds} fired)")
-    counts = rows["stop_reason"].value_counts(sort=False) if "stop_reason" in rows else pd.Series(dtype=int)
-    reasons = ", ".join(f"{k}: {v}" for k, v in counts.items())
-    return (
-        {"early_stop_mean": mean, "early_stop_std": std, "early_stop_fired": fired, "stop_reasons": reasons},
-        cell,
-        reasons or "-",
-    )
-
-
-def _end_cells(rows: pd.DataFrame) -> tuple[dict[str, Any], list[str]]:
-    """End point: labels per image, aggregate and learner top-1 / ECE (percent)."""
-    fields: dict[str, Any] = {}
-    cells = []
-    spec = (
-        ("end_cost_per_item", "cost_per_item", 1.0, 2),
-        ("end_top1", "aggregate/all/top1", 100.0, 1),
-        ("end_ece", "aggregate/all/ece", 100.0, 1),
-        ("learner_end_top1", "learner/all/top1", 100.0, 1),
-        ("learner_end_ece", "learner/all/ece", 100.0, 1),
-    )
-    for name, column, scale, digits in spec:
-        mean, std = _mean_std(scale * _last_values(rows, column))
-        fields.update({f"{name}_mean": mean, f"{name}_std": std})
-        cells.append(_fmt(mean, std, digits))
-    return fields, cells
+def _runs_rows(run: Run, grid: int) -> pd.DataFrame | None:
+    """runs.csv rows of one grid point (None without runs.csv)."""
+    if run.runs is None or "grid" not in run.runs.columns:
+        return None
+    return run.runs[run.runs["grid"] == grid]
 
 
 def summarize(runs: Sequence[Run], targets: Sequence[float] = DEFAULT_TARGETS) -> tuple[pd.DataFrame, list[list[str]]]:
@@ -321,9 +214,9 @@ def summarize(runs: Sequence[Run], targets: Sequence[float] = DEFAULT_TARGETS) -
             rec: dict[str, Any] = {"run": run.name, "workdir": str(run.workdir), "grid": grid}
             rec.update({s: point[s] if s in run.settings else np.nan for s in setting_cols})
             rec.update({"settings": _settings_label(run, point), "num_seeds": n})
-            t_fields, t_cells = _targets_cells(rows, targets)
-            e_fields, e_cell, reasons = _early_stop_cells(run, grid, n)
-            end_fields, end_cells = _end_cells(rows)
+            t_fields, t_cells = results.targets_table(rows, targets)
+            e_fields, e_cell, reasons = results.early_stop_point(_runs_rows(run, grid), n)
+            end_fields, end_cells = results.end_point(rows)
             records.append({**rec, **t_fields, **e_fields, **end_fields})
             md_rows.append([run.name, rec["settings"] or "-", str(n), *t_cells, e_cell, *end_cells, reasons])
     return pd.DataFrame(records), md_rows
@@ -370,7 +263,7 @@ def curve_bands(runs: Sequence[Run], column: str) -> list[tuple[str, Band]]:
     out = []
     for run in runs:
         for _, point, rows in _grid_points(run):
-            curves = _per_seed(rows, column)
+            curves = results.seed_curves(rows, column)
             if any(len(x) for x, _ in curves):
                 out.append((f"{_curve_label(run, point)} ({len(curves)} seeds)", mean_band(curves)))
     return out
@@ -424,13 +317,6 @@ def _render(fig: Figure) -> dict[str, bytes]:
     return out
 
 
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Binary twin of `outputs.atomic_write_text`: temporary file, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _check_targets(targets: Sequence[float]) -> list[float]:
     targets = [float(t) for t in targets]
     if not targets or any(not (1.0 < t <= 100.0) for t in targets):
@@ -476,10 +362,7 @@ def write_report(
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        if name.endswith((".md", ".csv", ".svg")):
-            outputs.atomic_write_text(out / name, data.decode())
-        else:
-            _atomic_write_bytes(out / name, data)
+        outputs.atomic_write_bytes(out / name, data)
     for stale in set(REPORT_FILES) - set(files):
         (out / stale).unlink(missing_ok=True)
     return {"out": out, "files": [out / n for n in files], "figures": figures, "table": table}

@@ -12,7 +12,7 @@ import pytest
 from configs import test as test_config
 from jaxanno import config as config_lib
 from jaxanno import data as data_lib
-from jaxanno import experiment
+from jaxanno import experiment, results
 from jaxanno.data import amt, files, standin
 
 CLASSES = ["n02138441", "n02326432", "n01558993"]  # meerkat, hare, robin (split 1)
@@ -274,7 +274,8 @@ def test_real_workers_need_classes_with_real_worker_data(reference):
 
 
 def _reference_config(feat_path, list_path, **overrides):
-    cfg = test_config.get_config("efficient_annotation")
+    cfg = test_config.get_config()
+    cfg.method = "efficient_annotation"
     cfg.experiment = ""
     cfg.data.source, cfg.data.features, cfg.data.image_list = "reference", feat_path, list_path
     cfg.wnids = " ".join(CLASSES)
@@ -314,7 +315,7 @@ def test_reference_files_with_distraction_run_end_to_end(tmp_path):
     k = len(CLASSES)
     assert problem.static.num_classes == k + 1 and problem.static.num_items == k * 16 + k * 3
     result = experiment.run(problem)
-    frame = experiment.metrics_frame(problem, result.metrics)
+    frame = results.metrics_frame(result.metrics, problem.seeds, problem.points)
     assert np.isfinite(frame["aggregate/all/top1"]).all() and frame["cost"].max() > 0
     confusion = np.asarray(result.state.workers.true_confusion)
     assert confusion.shape[-2:] == (k + 1, k + 1)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxanno import experiment, types
+from jaxanno import experiment, results, types
 from tests.test_launch import ROOT
 
 ARGS = [
@@ -44,7 +44,7 @@ def single(tmp_path_factory):
 def test_lanes_pad_to_the_device_count_and_map_back():
     columns = {k: np.full(2, v) for k, v in types.PARAM_DEFAULTS.items()}
     grid = types.make_params(host=True, **{**columns, "risk_threshold": np.array([0.1, 0.2])})
-    params, seeds = experiment._lanes(grid, 2, [5, 6, 7], 8)
+    params, seeds = experiment.lane_inputs(grid, 2, [5, 6, 7], 8)
     np.testing.assert_array_equal(seeds, [5, 6, 7, 5, 6, 7, 5, 6])
     np.testing.assert_allclose(params.risk_threshold, [0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.1, 0.1])
 
@@ -77,7 +77,7 @@ def test_a_seeds_result_does_not_depend_on_the_other_lanes():
         cfg.wnids, cfg.n_data_per_class = " ".join(cfg.wnids.split()[:3]), 40
         cfg.run.seed, cfg.run.num_seeds, cfg.sweep.prior_strength = first, num_seeds, sweep
         problem = experiment.prepare(cfg)
-        frame = experiment.metrics_frame(problem, experiment.run(problem).metrics)
+        frame = results.metrics_frame(experiment.run(problem).metrics, problem.seeds, problem.points)
         return frame[(frame.seed == 1) & (frame.grid == 0)].drop(columns=["grid"]).reset_index(drop=True)
 
     alone = seed_one(1, 1)

@@ -62,8 +62,13 @@ def test_bad_input_stops_before_any_output(tmp_path):
     proc = _launch(["--config=configs/test.py", "--config.risk_thres=1.5"], out)
     assert proc.returncode == 2 and "risk_thres=1.5" in proc.stderr
     assert not out.exists()
-    proc = _launch(["--config=configs/test.py", "--config.learner.learning_rate=0.1"], out)
-    assert proc.returncode != 0 and "learning_rate" in proc.stderr
+    proc = _launch(["--config=configs/test.py", "--config.learner.lr_ration=0.1"], out)
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.strip().splitlines() == [
+        "error: --config.learner.lr_ration: unknown config key 'learner.lr_ration'; did you mean 'learner.lr_ratio'?"
+    ]
+    proc = _launch(["--config=configs/test.py", "--method=lean", "--config.method=ds_model"], out)
+    assert proc.returncode != 0 and "--method=lean conflicts with --config.method=ds_model" in proc.stderr
     assert not out.exists()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxanno import report
+from jaxanno import report, results
 
 # Three seeds of one grid point: (labels per image, top-1) in step order.
 CURVES = {
@@ -27,7 +27,7 @@ X_AT_87 = [0.925, 0.5 + 0.5 * 0.02 / 0.03]
 
 
 def _write_workdir(path, curves_by_grid, settings=None, config=None, learner=False, fired=None):
-    """A workdir like `jaxanno.cli` writes: metrics.csv, runs.csv, config.json.
+    """A workdir like a launch (`jaxanno.runner`) writes: metrics.csv, runs.csv, config.json.
 
     curves_by_grid: {grid: {seed: (x, y)}}; settings: {grid: {name: value}};
     fired: {(grid, seed): labels per image where the early stopper fired}.
@@ -84,21 +84,21 @@ def one_run(tmp_path):
 
 def test_x_at_target_interpolates_the_first_crossing():
     x, y = np.array([0.0, 0.5, 1.0, 1.5]), np.array([0.5, 0.85, 0.7, 0.9])
-    assert report.x_at_target(x, y, 0.8) == pytest.approx(0.5 * 0.30 / 0.35)  # first crossing, not the later one
-    assert report.x_at_target(x, y, 0.4) == 0.0  # already above at the start
-    assert report.x_at_target(x, y, 0.9) == pytest.approx(1.5)
-    assert np.isnan(report.x_at_target(x, y, 0.95))
+    assert results.x_at_target(x, y, 0.8) == pytest.approx(0.5 * 0.30 / 0.35)  # first crossing, not the later one
+    assert results.x_at_target(x, y, 0.4) == 0.0  # already above at the start
+    assert results.x_at_target(x, y, 0.9) == pytest.approx(1.5)
+    assert np.isnan(results.x_at_target(x, y, 0.95))
 
 
 def test_x_at_target_counts_a_float32_hit_as_reached():
     x, y = np.array([0.0, 1.0]), np.array([0.5, float(np.float32(0.7))])
     assert float(np.float32(0.7)) < 0.7
-    assert report.x_at_target(x, y, 0.7) == pytest.approx(1.0)
+    assert results.x_at_target(x, y, 0.7) == pytest.approx(1.0)
 
 
 def test_seed_curve_keeps_the_last_value_at_a_repeated_cost():
     rows = pd.DataFrame({"step": [2, 0, 1, 3], "cost_per_item": [0.5, 0.0, 0.5, 1.0], "m": [0.7, 0.1, 0.6, np.nan]})
-    x, y = report.seed_curve(rows, "m")
+    x, y = results.seed_curve(rows, "m")
     np.testing.assert_array_equal(x, [0.0, 0.5])
     np.testing.assert_array_equal(y, [0.1, 0.7])
 
@@ -139,7 +139,7 @@ def test_write_report_x_at_target_matches_hand_values(one_run, tmp_path):
 
 
 def test_write_report_x_at_target_values_per_seed_match_hand_values():
-    got = [report.x_at_target(np.array(x), np.array(y), 0.87) for x, y in CURVES.values()]
+    got = [results.x_at_target(np.array(x), np.array(y), 0.87) for x, y in CURVES.values()]
     np.testing.assert_allclose(got[:2], X_AT_87)
     assert np.isnan(got[2])
 
@@ -252,7 +252,7 @@ def test_main_reports_targets_and_errors(one_run, tmp_path, capsys):
 def test_launch_writes_a_report_at_the_end(tmp_path):
     import importlib.util
 
-    from jaxanno import cli
+    from jaxanno import runner
 
     config_file = pathlib.Path(__file__).parents[1] / "configs" / "test.py"
     spec = importlib.util.spec_from_file_location("test_config", config_file)
@@ -260,7 +260,7 @@ def test_launch_writes_a_report_at_the_end(tmp_path):
     spec.loader.exec_module(module)
     cfg = module.get_config()
     cfg.method = "improved_lean"
-    assert cli.simulate(cfg, str(tmp_path / "run"), quiet=True) == 0
+    assert runner.run_launch(cfg, str(tmp_path / "run"), quiet=True) == 0
     rep = tmp_path / "run" / "report"
     assert {"report.md", "report.csv", "top1_aggregate.png", "top1_learner.svg"} <= {p.name for p in rep.iterdir()}
     table = pd.read_csv(rep / "report.csv")

@@ -17,6 +17,7 @@ from jaxanno.data import amt, standin
 
 OTHER_CLASS = "other"  # name of the extra class of distraction items
 REAL_WORKER_TYPES = ("structured_noise", "uniform_noise")
+SOURCES = ("standin", "reference", "npz", "npy")  # where `load_features` reads from
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,7 +52,7 @@ def load(spec: data_lib.DataSpec) -> data_lib.FeatureSet:
     """
     loaders = {"reference": _reference, "npz": _npz, "npy": _npy}
     if spec.source not in loaders:
-        raise ValueError(f"data.source={spec.source!r}: expected one of {['standin', *loaders]}")
+        raise ValueError(f"data.source={spec.source!r}: expected one of {list(data_lib.SOURCES)}")
     if spec.n_data_distraction_per_class > 0 and spec.source != "reference":
         raise ValueError(
             f"n_data_distraction_per_class={spec.n_data_distraction_per_class} needs data.source='reference' "

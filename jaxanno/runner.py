@@ -1,5 +1,6 @@
-"""What `launch.py` does once its flags are parsed: prepare, run with progress and
-checkpoints, write results. Kept apart from absl so it can be called (and tested) directly.
+"""A launch end to end, once the command line is parsed: prepare, run with progress and
+checkpoints, write the results. Free of absl, so it can be called (and tested) directly:
+``runner.run_launch(cfg, workdir)`` is what ``launch.py`` calls.
 
 Workdir layout:
   config.json      the resolved config (every preset filled in)
@@ -13,6 +14,7 @@ Workdir layout:
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import sys
 import time
@@ -22,7 +24,7 @@ import jax
 import numpy as np
 from ml_collections import config_dict
 
-from jaxanno import checkpoint, distributed, experiment, outputs, types
+from jaxanno import checkpoint, distributed, experiment, outputs, results, types
 from jaxanno import config as config_lib
 
 PROGRAM = "jit(_advance_impl)"  # name under which the simulation program is compiled
@@ -61,6 +63,14 @@ class Progress:
         print(line, file=self.stream, flush=True)
 
 
+def _static_fields(static: types.Static) -> dict[str, Any]:
+    """`Static` as a JSON-friendly dict (the learner module by its repr)."""
+    out = dataclasses.asdict(static)
+    if static.learner is not None:
+        out["learner"]["model"] = repr(static.learner.model)
+    return out
+
+
 def _problem_info(problem: experiment.Problem, compiles: dict[str, int], wall: float) -> dict[str, Any]:
     fs = problem.features
     return {
@@ -70,7 +80,7 @@ def _problem_info(problem: experiment.Problem, compiles: dict[str, int], wall: f
         "num_classes": fs.num_classes,
         "class_names": fs.class_names,
         "feature_dim": int(fs.features.shape[1]),
-        "static": config_lib.static_fields(problem.static),
+        "static": _static_fields(problem.static),
         "grid_points": problem.points,
         "seeds": problem.seeds,
         "max_steps": problem.max_steps,
@@ -97,29 +107,13 @@ def _load_checkpoint(problem: experiment.Problem, out: pathlib.Path, stamp: str)
     return distributed.put(host, problem.mesh, sharded=True), [flat], start
 
 
-def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, report: bool = True) -> int:
-    """Run a launch end to end; returns a process exit code.
+def _simulate(problem: experiment.Problem, out: pathlib.Path, stamp: str, resume, quiet: bool):
+    """Run (or finish) every lane with progress lines and checkpoints.
 
-    Bad settings are reported before anything compiles or is written. In a multi-process
-    run every process computes its lanes and process 0 writes the results.
+    Returns:
+      (final lane-sharded state, metric chunks, the compilations while simulating).
     """
-    try:
-        problem = experiment.prepare(cfg)
-    except config_lib.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    resolved = config_lib.to_dict(problem.cfg)
-    stamp = checkpoint.fingerprint(resolved, problem.seeds)
-    out = pathlib.Path(workdir)
     main = distributed.is_main()
-    try:
-        resume = _load_checkpoint(problem, out, stamp)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        outputs.atomic_write_json(out / "config.json", resolved)
     state, chunks, start = resume if resume is not None else (None, [], 0)
     if resume is not None:
         _say(quiet, f"resuming {out} from step {start}")
@@ -138,7 +132,6 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
         if step - last_saved[0] >= every:
             save(step, state, chunks)
 
-    t0 = time.perf_counter()
     with outputs.count_compiles() as compiles:
         finished = resume is not None and bool(np.all(problem.by_grid_seed(distributed.gather(state.done))))
         step = start
@@ -146,15 +139,16 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
             result = experiment.run(problem, state=state, start_step=start, metrics=chunks, on_chunk=on_chunk)
             state, chunks, step = result.state, result.metrics, result.steps_run
     save(step, state, chunks)
-    frame = experiment.metrics_frame(problem, [checkpoint.merge_chunks(chunks)])
-    runs = experiment.runs_frame(problem, state, frame)
-    if not main:
-        return 0
+    return state, chunks, compiles
+
+
+def _write_results(problem, out, frame, runs, compiles, wall: float, report: bool) -> None:
+    """metrics.csv, runs.csv, summary.md, problem.json and the report; prints the summary."""
     outputs.atomic_write_csv(out / "metrics.csv", frame)
     outputs.atomic_write_csv(out / "runs.csv", runs)
-    summary = experiment.summary_table(problem, frame)
+    summary = results.summary_table(frame, problem.points)
     outputs.atomic_write_text(out / "summary.md", summary + "\n")
-    info = _problem_info(problem, compiles, time.perf_counter() - t0)
+    info = _problem_info(problem, compiles, wall)
     outputs.atomic_write_json(out / "problem.json", info)
     if report:
         from jaxanno import report as report_lib
@@ -170,4 +164,35 @@ def simulate(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, rep
         f"simulation program compiled {n_sim} time(s), {sum(compiles.values())} XLA compilation(s) in all; "
         f"{info['wall_seconds']:.1f}s; results in {out}"
     )
+
+
+def run_launch(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, report: bool = True) -> int:
+    """Run a launch end to end and write its workdir; returns a process exit code.
+
+    Bad settings are reported before anything compiles or is written. In a multi-process
+    run every process computes its lanes and process 0 writes the results.
+    """
+    try:
+        problem = experiment.prepare(cfg)
+    except config_lib.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    resolved = problem.cfg.to_dict()
+    stamp = checkpoint.fingerprint(resolved, problem.seeds)
+    out = pathlib.Path(workdir)
+    try:
+        resume = _load_checkpoint(problem, out, stamp)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        outputs.atomic_write_json(out / "config.json", resolved)
+    t0 = time.perf_counter()
+    state, chunks, compiles = _simulate(problem, out, stamp, resume, quiet)
+    frame = results.metrics_frame([checkpoint.merge_chunks(chunks)], problem.seeds, problem.points)
+    final = problem.by_grid_seed(distributed.gather(state))  # a collective: every process takes part
+    runs = results.runs_frame(final, frame, problem.seeds, problem.points, problem.static.num_items)
+    if distributed.is_main():
+        _write_results(problem, out, frame, runs, compiles, time.perf_counter() - t0, report)
     return 0

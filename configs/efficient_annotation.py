@@ -1,7 +1,0 @@
-"""The paper's method: Improved Lean plus pseudo-labelling."""
-
-from jaxanno import config
-
-
-def get_config(presets: str = ""):
-    return config.apply_preset_names(config.default_config(), "efficient_annotation," + presets)

@@ -1,7 +1,0 @@
-"""Experiment imagenet_split_3: Split 3 (19 object classes), settings from the paper."""
-
-from jaxanno import config
-
-
-def get_config(presets: str = ""):
-    return config.apply_preset_names(config.default_config(), "imagenet_split_3," + presets)
