@@ -4,8 +4,10 @@ Each configuration is a separate launch process (the device count is fixed when 
 starts); the same launch is timed with 1 and with D devices, and the results are checked
 to be identical. On a CPU the D devices are simulated with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=D`` and share the machine's cores.
+wall_s is launch's own wall time (compilation included).
 
   python benchmarks/bench_devices.py                  # CPU: 1 vs 4 simulated devices
+  python benchmarks/bench_devices.py --quick          # a tiny launch, seconds
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pandas as pd
 
 import common
 
+QUICK_LAUNCH = "--config.n_data_per_class=20 --config.run.max_steps=4 --config.run.chunk_steps=2"
+
 
 def launch(workdir: str, devices: int, seeds: int, extra: list[str]) -> dict:
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
@@ -30,7 +34,8 @@ def launch(workdir: str, devices: int, seeds: int, extra: list[str]) -> dict:
     proc = subprocess.run(cmd, cwd=common.ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr)
-    info = json.loads(open(os.path.join(workdir, "problem.json")).read())
+    with open(os.path.join(workdir, "problem.json")) as f:
+        info = json.load(f)
     return {"devices": info["devices"], "seeds": seeds, "wall_s": info["wall_seconds"]}
 
 
@@ -38,9 +43,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--out", default=f"{common.ROOT}/benchmarks/results")
     ap.add_argument("--launch_args", default="--config.n_data_per_class=300", help="extra launch.py flags")
+    ap.add_argument("--quick", action="store_true", help=f"launch args {QUICK_LAUNCH!r}, 2 devices, 4 seeds")
+    ap.add_argument("--name", default="devices_cpu", help="result file name")
+    common.add_output_args(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.launch_args, args.devices, args.seeds = QUICK_LAUNCH, 2, 4
     env = common.environment()
     extra = args.launch_args.split()
     rows = []
@@ -57,11 +66,12 @@ def main() -> None:
     rows[1]["speedup"] = rows[1]["seeds_per_s"] / rows[0]["seeds_per_s"]
     table = common.markdown_table(rows, ["devices", "seeds", "wall_s", "seeds_per_s", "speedup"])
     md = (
-        f"# Lanes sharded over devices\n\n{common.env_lines(env)}\n\nlaunch.py {' '.join(extra)}; wall_s includes "
+        f"# Lanes sharded over devices\n\n{common.env_line(env)}\n\nlaunch.py {' '.join(extra)}; wall_s includes "
         f"compilation; metrics identical on 1 and {args.devices} devices (checked).\n\n{table}"
     )
     print("\n" + table)
-    common.write_results(args.out, "devices_cpu", {"environment": env, "rows": rows, "launch_args": extra}, md)
+    payload = {"environment": env, "rows": rows, "launch_args": extra}
+    common.write_results(common.output_dir(args), args.name, payload, md)
 
 
 if __name__ == "__main__":

@@ -31,33 +31,28 @@ random numbers), and prints the evaluated point closest to both targets, to past
 the second on an H200 with JAX_DEFAULT_MATMUL_PRECISION=highest, starting from the 128
 entries with the nuisance std rescaled (`initial_noise`).
 
-Results (and `--results-dir`) default to benchmarks/results/.
+  python benchmarks/bench_standin_calibration.py --quick            # a small Vertebrate set, seconds
+
+Results go to a temporary folder, `--out`, or with `--save` to benchmarks/results/.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
-import os
-import sys
 import time
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common
+from jaxanno import learner, metrics
+from jaxanno.data import standin
 
-import common  # noqa: E402
-from jaxanno import config, learner, metrics  # noqa: E402
-from jaxanno import experiment as experiment_lib  # noqa: E402
-from jaxanno.data import standin  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EXPERIMENTS = tuple(f"imagenet_split_{i}" for i in range(6)) + ("imagenet_animal", "imagenet_100_classes")
 WIDTHS = (128, 2048)
 TOLERANCE = 0.03  # acceptance: every measured figure within 3 points of its target
@@ -109,17 +104,15 @@ class Problem(NamedTuple):
     n_proto: int
 
 
-def problem(experiment: str, width: int) -> Problem:
+QUICK = {"n_data_per_class": 40, "learner.max_epochs": 20}  # --quick: few items, short fits
+
+
+def problem(experiment: str, width: int, overrides: Mapping[str, Any] | None = None) -> Problem:
     """Static / Params of the paper's method on an experiment's stand-in sizes."""
-    cfg = config.default_config()
-    cfg.experiment, cfg.method = experiment, "efficient_annotation"
-    cfg.data.feature_dim = width
-    cfg = config.resolve(cfg)
+    cfg, static, params = common.method_static(experiment, "efficient_annotation", width, overrides)
     wnids = cfg.wnids.split()
     per_class = standin.class_counts(experiment, len(wnids), cfg.n_data_per_class)
-    n, p = int(per_class.sum()), len(wnids) * cfg.n_prototype_per_class
-    static = experiment_lib.to_static(cfg, n, p, len(wnids), width)
-    return Problem(static, experiment_lib.to_params(cfg), wnids, per_class, cfg.n_prototype_per_class)
+    return Problem(static, params, wnids, per_class, cfg.n_prototype_per_class)
 
 
 def _fit_scores(static, params, features, labels, key, posterior, annotated):
@@ -238,13 +231,14 @@ def search(
     learner_seeds: Sequence[int],
     start: tuple[float, float],
     spread: float,
+    overrides: Mapping[str, Any] | None = None,
 ) -> tuple[float, float]:
     """(signal_std, nuisance_std) meeting both targets on stand-in draw 0 (common numbers).
 
     Each round bisects s in [s / spread, s * spread] against the all-labels target, then u
     in [u / spread, u * spread] against the zero-label target.
     """
-    prob, target = problem(experiment, width), TARGETS[experiment]
+    prob, target = problem(experiment, width, overrides), TARGETS[experiment]
     cache: dict[tuple[float, float], dict[str, float]] = {}
     fixed = scorer(prob, 0, learner_seeds)
 
@@ -276,12 +270,16 @@ def _miss(figures: dict[str, float], target: Target) -> float:
 
 
 def table(
-    experiments: Sequence[str], widths: Sequence[int], data_seeds: Sequence[int], learner_seeds: Sequence[int]
+    experiments: Sequence[str],
+    widths: Sequence[int],
+    data_seeds: Sequence[int],
+    learner_seeds: Sequence[int],
+    overrides: Mapping[str, Any] | None = None,
 ) -> list[dict[str, object]]:
     rows = []
     for width in widths:
         for experiment in experiments:
-            prob, target = problem(experiment, width), TARGETS[experiment]
+            prob, target = problem(experiment, width, overrides), TARGETS[experiment]
             noise = standin.noise_levels(experiment, width)
             t0 = time.perf_counter()
             runs = [measure(prob, noise, seed, learner_seeds) for seed in data_seeds]
@@ -324,7 +322,6 @@ def _md_row(r: dict[str, object]) -> str:
 
 
 def write(rows: list[dict[str, object]], args: argparse.Namespace, name: str, folder: str) -> None:
-    os.makedirs(folder, exist_ok=True)
     env = common.environment()
     meta = {
         "environment": env,
@@ -332,22 +329,26 @@ def write(rows: list[dict[str, object]], args: argparse.Namespace, name: str, fo
         "learner_seeds": args.learner_seeds,
         "date": time.strftime("%Y-%m-%d"),
     }
-    with open(os.path.join(folder, f"{name}.json"), "w") as f:
-        json.dump({**meta, "rows": rows}, f, indent=1)
-    with open(os.path.join(folder, f"{name}.md"), "w") as f:
-        f.write("# Stand-in calibration (stand-in features, not ImageNet)\n\n")
-        f.write(
-            f"Learner top-1 over all items, in %: mean ± std over {len(args.data_seeds)} stand-in draws x "
-            f"{len(args.learner_seeds)} fits. '0 labels' is the step-0 fit on 5 prototypes per class; "
-            "'all labels' trains on every item's true label. Produced by "
-            "`python benchmarks/bench_standin_calibration.py`.\n\n"
-        )
-        f.write(f"Environment: {', '.join(f'{k} {v}' for k, v in env.items())}; {meta['date']}.\n\n")
-        f.write(_MD_HEADER + "\n" + "\n".join(_md_row(r) for r in rows) + "\n\n")
-        f.write("Targets:\n\n")
-        for exp in dict.fromkeys(r["experiment"] for r in rows):
-            ratio = " (ImageNet100's error ratio)" if exp != "imagenet_100_classes" else ""
-            f.write(f"- {exp}: {TARGETS[exp].why}; all-labels target {100 * TARGETS[exp].full:.1f}{ratio}\n")
+    lines = [
+        "# Stand-in calibration (stand-in features, not ImageNet)",
+        "",
+        f"Learner top-1 over all items, in %: mean ± std over {len(args.data_seeds)} stand-in draws x "
+        f"{len(args.learner_seeds)} fits. '0 labels' is the step-0 fit on 5 prototypes per class; "
+        "'all labels' trains on every item's true label. Produced by "
+        f"`python benchmarks/bench_standin_calibration.py{' --quick' if args.quick else ''}`.",
+        "",
+        f"Environment: {common.env_line(env)}; {meta['date']}.",
+        "",
+        _MD_HEADER,
+        *(_md_row(r) for r in rows),
+        "",
+        "Targets:",
+        "",
+    ]
+    for exp in dict.fromkeys(r["experiment"] for r in rows):
+        ratio = " (ImageNet100's error ratio)" if exp != "imagenet_100_classes" else ""
+        lines.append(f"- {exp}: {TARGETS[exp].why}; all-labels target {100 * TARGETS[exp].full:.1f}{ratio}")
+    common.write_results(folder, name, {**meta, "rows": rows}, "\n".join(lines))
 
 
 def _ints(text: str) -> list[int]:
@@ -365,25 +366,33 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=7)
     ap.add_argument("--start", default="", help="initial 'signal_std,nuisance_std' of the search")
     ap.add_argument("--spread", type=float, default=3.0, help="search bracket: start / spread .. start * spread")
-    ap.add_argument("--results-dir", default=RESULTS)
-    ap.add_argument("--output", default="standin_calibration")
+    ap.add_argument("--quick", action="store_true", help="imagenet_split_1 at width 32, 40 items per class, 20 epochs")
+    ap.add_argument("--name", default="standin_calibration", help="result file name")
+    common.add_output_args(ap)
     args = ap.parse_args()
     experiments = [e for e in args.experiments.split(",") if e]
     widths = _ints(args.widths)
+    overrides = None
+    if args.quick:
+        experiments, widths, overrides = ["imagenet_split_1"], [32], QUICK
+        args.data_seeds, args.learner_seeds = [0], [0]
+    out = common.output_dir(args)
     if args.search:
-        os.makedirs(args.results_dir, exist_ok=True)
         found = {}
         for width in widths:
             for experiment in experiments:
                 start = tuple(map(float, args.start.split(","))) if args.start else initial_noise(experiment, width)
                 found[f"{experiment}|{width}"] = search(
-                    experiment, width, args.rounds, args.steps, args.learner_seeds, start, args.spread
+                    experiment, width, args.rounds, args.steps, args.learner_seeds, start, args.spread, overrides
                 )
                 print(f'    ("{experiment}", {width}): {found[f"{experiment}|{width}"]},', flush=True)
-                with open(os.path.join(args.results_dir, f"{args.output}_search.json"), "w") as f:
-                    json.dump({"environment": common.environment(), "found": found}, f, indent=1)
+                lines = [f"# Stand-in calibration search\n\n{common.env_line(common.environment())}\n"]
+                lines += [f"- {key}: {value}" for key, value in found.items()]
+                payload = {"environment": common.environment(), "found": found}
+                common.write_results(out, f"{args.name}_search", payload, "\n".join(lines))
         return
-    write(table(experiments, widths, args.data_seeds, args.learner_seeds), args, args.output, args.results_dir)
+    rows = table(experiments, widths, args.data_seeds, args.learner_seeds, overrides)
+    write(rows, args, args.name, out)
 
 
 if __name__ == "__main__":
