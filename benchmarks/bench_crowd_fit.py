@@ -5,7 +5,7 @@
 
 Datasets: RTE and Bluebirds (tests/data, real crowds) and synthetic sets of one million
 labels (200,000 tasks x 5 distinct workers out of 500, K = 5 and 10, worker accuracy
-U(0.55, 0.95); `tests.helpers.simulate_labels`). Both libraries get the same DataFrame and the same
+U(0.55, 0.95); `common.simulate_labels`). Both libraries get the same DataFrame and the same
 settings (n_iter=100, tol=1e-5) in the same process, alternately, so the ratio is measured
 under the same machine load.
 
@@ -36,11 +36,9 @@ import pandas as pd
 
 import common
 from jaxanno import crowd, outputs
-from tests.helpers import simulate_labels
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 N_ITER, TOL = 100, 1e-5
 
 
@@ -51,7 +49,7 @@ def _datasets(synthetic_tasks):
         yield name, labels, gold
     for tasks in synthetic_tasks:
         for k in (5, 10):
-            labels, gold = simulate_labels(tasks, 500, k, 5, seed=k)
+            labels, gold = common.simulate_labels(tasks, 500, k, 5, seed=k)
             yield f"synthetic_{len(labels) / 1e6:g}M_K{k}", labels, gold
 
 
@@ -150,8 +148,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tag", default="", help="suffix of the result files, e.g. the device")
-    parser.add_argument("--out", default=str(RESULTS), help="folder of the result files")
+    common.add_output_args(parser)
     args = parser.parse_args()
+    out = common.output_dir(args)
     sizes = [20_000] if args.quick else [int(n) for n in args.synthetic_tasks.split(",")]
     warnings.filterwarnings("ignore")  # crowd-kit's pandas deprecation warnings
     env = {**common.environment(), "pandas": pd.__version__}
@@ -169,9 +168,9 @@ def main() -> None:
         )
         # rewritten after every dataset, so an interrupted run keeps what it measured
         common.write_results(
-            args.out, f"crowd_fit{suffix}", {"environment": env, "results": rows}, _markdown(rows, env)
+            out, f"crowd_fit{suffix}", {"environment": env, "results": rows}, _markdown(rows, env)
         )
-    print(f"wrote {args.out}/crowd_fit{suffix}.json and .md")
+    print(f"wrote {out}/crowd_fit{suffix}.json and .md")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -38,6 +39,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)  # the repository: tests/data and launch.py live there
 RESULTS = os.path.join(HERE, "results")  # committed results, written only with --save
 H200_BANDWIDTH = 4.2e12  # bytes / s, a measured device-to-device copy rate
+
+
+def simulate_labels(*args: Any, **kwargs: Any) -> tuple[pd.DataFrame, pd.Series]:
+    """The test suite's synthetic crowd table (`tests/helpers.py`), loaded by file path.
+
+    The generator lives with the tests; loading the file directly (rather than putting the
+    repository on `sys.path`) keeps benchmarks and tests on the very same workload.
+    """
+    spec = importlib.util.spec_from_file_location("jaxanno_test_helpers", os.path.join(ROOT, "tests", "helpers.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    return helpers.simulate_labels(*args, **kwargs)
 
 
 # ---------------------------------------------------------------- environment and output

@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("drivers", ("experiment", "crowd")),
     ("configuration", ("config",)),
     ("simulator", ("sim",)),
-    ("parts", ("em", "sampler", "learner", "workers", "metrics", "stopping")),
+    ("parts", ("em", "sampler", "learner", "workers", "stopping")),
+    ("model pieces", ("dawid_skene", "calibration", "metrics")),
     ("support", ("results", "checkpoint", "outputs", "distributed", "data")),
     ("base", ("ops", "types")),
 )
