@@ -34,7 +34,7 @@ def _problem(seed, accuracy=0.75):
     return workers, labels, prior.astype(np.float32)
 
 
-_run_em = jax.jit(em.run, static_argnums=0)
+_run = jax.jit(em.run, static_argnums=0)
 
 
 def _em(static, params, workers, labels, prior, learner=None):
@@ -42,7 +42,7 @@ def _em(static, params, workers, labels, prior, learner=None):
     log_learner = None if learner is None else jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8)
     counts0 = jnp.zeros((W, K, K), jnp.float32)
     log_prior = jnp.full((K,), -np.log(K), jnp.float32)
-    return ann, _run_em(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0))
+    return ann, _run(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0))
 
 
 @pytest.mark.parametrize("block", [0, 7, 16])
