@@ -243,7 +243,7 @@ def _e_block(static: Static, inputs: EPassInputs, m_step: str | None, c: EPassCa
     annotated = valid.any(-1)
     counts = c.counts
     if m_step == "hard":
-        y_hat = gold_or(gold_rows, ops.tie_broken_argmax(lb, inputs.salt, start + jnp.arange(size)))
+        y_hat = gold_or(gold_rows, ops.tie_broken_argmax(lb, inputs.salt))
         counts = _add_hard_counts(counts, worker, label, valid, y_hat, w, k)
     elif m_step == "soft":
         counts = _add_soft_counts(counts, worker, label, valid, post, w, k)
@@ -279,7 +279,9 @@ def e_pass(
     With ``static.em.item_block`` = B > 0 the items are processed B at a time in a loop
     (and the N mod B left over in one more block), so the (B, K) intermediates of gather,
     softmax, arg-max and scatter stay in cache: about twice as fast as whole-array passes
-    on a CPU. Nothing is padded or copied.
+    on a CPU. Nothing is padded or copied. The hard M-step's random tie-breaks hash a
+    cell's position within its block, so blocked and whole-array passes break exact ties
+    differently (each uniformly at random); everything else is the same.
 
     Args:
       table: (W * K, K) `likelihood_table`; annotations: (N, A) slots;

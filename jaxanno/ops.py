@@ -34,7 +34,7 @@ def first_argmax(scores: jax.Array) -> jax.Array:
     return jnp.minimum(first, k - 1)
 
 
-def tie_broken_argmax(scores: jax.Array, salt: jax.Array, rows: jax.Array | None = None) -> jax.Array:
+def tie_broken_argmax(scores: jax.Array, salt: jax.Array) -> jax.Array:
     """(N,) argmax over the last axis, exact ties broken uniformly at random (seeded by `salt`).
 
     Adding tiny noise before an arg-max is the usual way to break ties. Here every
@@ -43,8 +43,8 @@ def tie_broken_argmax(scores: jax.Array, salt: jax.Array, rows: jax.Array | None
     single-operand reductions only (see `first_argmax`).
 
     Args:
-      scores: (N, K); salt: () uint32 seed; rows: accepted and ignored (cells are hashed by
-        their position in `scores`).
+      scores: (N, K); salt: () uint32 seed. Cells are hashed by their position in `scores`,
+        so the same salt breaks the ties of a slice of rows differently than of the whole.
     """
     n, k = scores.shape
     cell = jnp.arange(n, dtype=jnp.uint32)[:, None] * jnp.uint32(k) + jnp.arange(k, dtype=jnp.uint32)

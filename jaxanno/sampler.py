@@ -139,7 +139,7 @@ def select_hits(
       worker are invalid.
     """
     n, w, k = static.num_items, static.num_workers, static.num_classes
-    chex.assert_shape(annotations.worker, (n, static.max_annotations))
+    chex.assert_shape([annotations.item_count, annotations.worker_count], [(n,), (w,)])
     chex.assert_shape([em_state.posterior, em_state.risk, alpha], [(n, k), (n,), (w, k, k)])
     chex.assert_rank(labels_left, 0)
     k_order, k_hits = jax.random.split(key)

@@ -34,7 +34,7 @@ def _problem(seed, accuracy=0.75):
     return workers, labels, prior.astype(np.float32)
 
 
-_run_em = jax.jit(em.run, static_argnums=0)
+_run = jax.jit(em.run, static_argnums=0)
 
 
 def _em(static, params, workers, labels, prior, learner=None):
@@ -42,7 +42,7 @@ def _em(static, params, workers, labels, prior, learner=None):
     log_learner = None if learner is None else jnp.log(jnp.asarray(learner, jnp.float32) + 1e-8)
     counts0 = jnp.zeros((W, K, K), jnp.float32)
     log_prior = jnp.full((K,), -np.log(K), jnp.float32)
-    return ann, _run_em(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0))
+    return ann, _run(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0))
 
 
 @pytest.mark.parametrize("block", [0, 7, 16])
@@ -117,7 +117,7 @@ def test_vmapped_em_freezes_converged_lanes_like_single_runs(params):
     np.testing.assert_array_equal(batched.counts, np.stack([s.counts for s in singles]))
 
 
-def test_run_em_does_not_retrace_for_new_params(params):
+def test_run_does_not_retrace_for_new_params(params):
     static = _static()
     workers, labels, prior = _problem(0)
     ann = annotation_state(workers, labels, W)
@@ -128,6 +128,74 @@ def test_run_em_does_not_retrace_for_new_params(params):
     fn = jax.jit(chex.assert_max_traces(solve, n=1))
     fn(params, jnp.asarray(prior))
     fn(types.make_params(em_epsilon=1e-5, prior_strength=3.0), jnp.asarray(prior) * 2)
+
+
+_solve_jit = jax.jit(em.solve, static_argnums=0, static_argnames="with_trace")
+
+
+def _solve(static, params, workers, labels, prior, **kw):
+    ann = annotation_state(workers, labels, W)
+    zero, log_prior = jnp.zeros((W, K, K), jnp.float32), jnp.full((K,), -np.log(K), jnp.float32)
+    return ann, _solve_jit(static, params, ann, jnp.asarray(prior), zero, log_prior, None, jax.random.key(0), **kw)
+
+
+@pytest.mark.parametrize("m_step, criterion", [("hard", "soft"), ("hard", "hard"), ("soft", "soft")])
+def test_solve_matches_the_numpy_reference_and_keeps_the_last_posterior(m_step, criterion, params):
+    """`solve` runs the same iterations as `run`: checked against the float64 reference
+    (counts, iterations), with the posterior of its last E-step and every statistic kept."""
+    workers, labels, prior = _problem(3)
+    static = _static(criterion=criterion, m_step=m_step)
+    ann, got = _solve(static, params, workers, labels, prior, with_trace=True)
+    want_counts, want_iters = reference.em(prior, workers, labels, criterion=criterion, m_step=m_step)
+    iters = int(got.iterations)
+    assert iters == want_iters and 1 < iters < static.em.max_em_steps
+    np.testing.assert_allclose(got.counts, want_counts, rtol=1e-4, atol=1e-4)
+    # the last E-step used the counts of the iteration before: replay the reference one short
+    before, _ = reference.em(prior, workers, labels, max_steps=iters - 1, criterion=criterion, m_step=m_step)
+    want_post = reference.softmax(reference.log_belief(prior + before, workers, labels))
+    np.testing.assert_allclose(got.posterior, want_post, rtol=1e-4, atol=1e-5)
+    history, trace = np.asarray(got.history), jax.device_get(got.trace)
+    assert np.isfinite(history[:iters]).all() and np.isnan(history[iters:]).all()
+    np.testing.assert_array_equal(trace.statistic, history)
+    np.testing.assert_array_equal(trace.active, np.arange(static.em.max_em_steps) < iters)
+    assert trace.label_changes[0] == (workers >= 0).any(1).sum() and (trace.label_changes[iters:] == 0).all()
+    first = reference.log_belief(prior, workers, labels)  # uniform class prior: log p(labels) = logsumexp
+    annotated = (workers >= 0).any(1)
+    want_ll = np.log(np.exp(first - first.max(1, keepdims=True)).sum(1)) + first.max(1)
+    np.testing.assert_allclose(trace.log_likelihood[0], want_ll[annotated].sum(), rtol=1e-5)
+
+
+def test_solve_iteration_limit_is_traced_and_gold_is_clamped():
+    workers, labels, prior = _problem(1, accuracy=0.6)
+    static = _static(criterion="soft", m_step="soft", max_em_steps=8)
+    params = types.make_params(em_epsilon=1e-6)  # soft counts move for several iterations
+    ann = annotation_state(workers, labels, W)
+    zero, log_prior = jnp.zeros((W, K, K), jnp.float32), jnp.full((K,), -np.log(K), jnp.float32)
+
+    def solve(limit, gold):
+        return em.solve(static, params, ann, jnp.asarray(prior), zero, log_prior, None, jax.random.key(0), gold=gold,
+                        max_iterations=limit)  # fmt: skip
+
+    fn = jax.jit(chex.assert_max_traces(solve, n=1))
+    no_gold = jnp.full((N,), -1, jnp.int32)
+    natural = int(fn(jnp.int32(100), no_gold).iterations)
+    assert natural > 2
+    for limit in (1, 2, natural):
+        res = fn(jnp.int32(limit), no_gold)
+        want_counts, _ = reference.em(prior, workers, labels, max_steps=limit, eps=1e-6, m_step="soft")
+        assert int(res.iterations) == limit
+        np.testing.assert_allclose(res.counts, want_counts, rtol=1e-4, atol=1e-4)
+    gold = no_gold.at[:5].set(jnp.arange(5) % K)
+    clamped = fn(jnp.int32(100), gold)
+    np.testing.assert_array_equal(clamped.posterior[:5], np.eye(K)[np.arange(5) % K])
+
+
+def test_solve_skips_an_empty_problem_and_returns_the_start_posterior(params):
+    empty = np.full((N, A), -1, np.int32)
+    start = jax.nn.softmax(jnp.asarray(np.random.default_rng(0).normal(size=(N, K)), jnp.float32))
+    _, res = _solve(_static(), params, empty, empty, np.ones((W, K, K), np.float32), start_posterior=start)
+    assert int(res.iterations) == 0 and np.isnan(res.history).all() and res.trace is None
+    np.testing.assert_array_equal(res.posterior, start)
 
 
 def test_tie_break_picks_only_maxima_and_all_of_them():
@@ -200,7 +268,8 @@ def test_classic_mode_reproduces_crowdkit_posteriors(seed):
 
 
 def test_blocked_e_pass_equals_whole_array_pass(params):
-    """Blocks of 7 over 30 items: same labels, tie-breaks, counts and evidence."""
+    """Blocks of 7 over 30 items: same labels, posterior, counts and evidence (no exact ties here:
+    a blocked pass breaks those differently)."""
     workers, labels, prior = _problem(8, accuracy=0.5)
     ann = annotation_state(workers, labels, W)
     table = dawid_skene.likelihood_table(jnp.asarray(prior), params.log_epsilon)

@@ -73,7 +73,8 @@ def test_structured_and_uniform_noise_share_the_diagonal():
 
 
 def test_real_workers_have_the_human_accuracy_of_the_split():
-    """Dogs are hard for people (~45%), split 5 easy (~87%): REFERENCE section 2."""
+    """Real workers are as accurate as the people behind the counts: dogs (split 0) are hard
+    (~45%), split 5 is easy (~87%)."""
     accs = {}
     for name in ("imagenet_split_0", "imagenet_split_5"):
         wnids = amt.experiment_wnids(name)
