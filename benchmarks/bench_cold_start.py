@@ -62,7 +62,7 @@ from crowdkit.aggregation import DawidSkene
 DawidSkene(n_iter={N_ITER}).fit_predict(pd.read_csv(sys.argv[1]))
 """
 OUT_DIR = "OUT_DIR"  # replaced by a new folder for every process: a launch resumes from a workdir's checkpoint
-COMPILE_LINE = re.compile(r"simulation program compiled .*?\)")
+COMPILE_LINE = re.compile(r"simulation program compiled .*? compiling [\d.]+ s \([^)]*\)")
 
 
 def write_synthetic(path: pathlib.Path, num_tasks=625, per_task=8, num_workers=60, num_classes=4, seed=0) -> None:
@@ -142,12 +142,12 @@ def measure(name: str, spec: dict, repeats: int, work: pathlib.Path) -> dict:
     return summarise(name, spec, rounds, load + [round(x, 2) for x in os.getloadavg()])
 
 
-def _compile_note(run: dict) -> str | None:
+def _compile_note(run: dict) -> str:
     if "compile_line" in run:
         return run["compile_line"]
     if "compiled" in run:
         return f"{run['compiled']} compiled, {run['loaded']} loaded from the cache, {run['compile_s']:.2f} s"
-    return None
+    return "not printed by this command"
 
 
 def _shown(cmd: list[str]) -> str:

@@ -60,7 +60,8 @@ OFF_VALUES = ("", "off", "none", "0", "false", "no")
 MAX_BYTES = 2 << 30  # 2 GiB per versioned folder; a bound is also what turns JAX's file lock on
 _JAX_DEFAULT_MIN_COMPILE_SECS = 1.0
 
-_applied: dict[str, str | None] = {"dir": None}  # the folder this module last set, to tell it from a user's
+# What this module last set (None: nothing yet), to tell its own settings from a user's.
+_applied: dict[str, str | bool | None] = {"dir": None, "enabled": None}
 
 
 def cache_root() -> pathlib.Path:
@@ -117,10 +118,14 @@ def _is_off(value: str) -> bool:
     return value.strip().lower() in OFF_VALUES
 
 
-def _user_jax_dir() -> str | None:
-    """A cache folder configured through JAX itself (not by this module), if any."""
+def _jax_own() -> tuple[bool, str | None]:
+    """(True, folder or None for off) when the cache was set up or switched off through JAX itself."""
+    if not jax.config.jax_enable_compilation_cache and _applied["enabled"] is not False:
+        return True, None
     current = jax.config.jax_compilation_cache_dir
-    return current if current and current != _applied["dir"] else None
+    if current and current != _applied["dir"]:
+        return True, current
+    return False, None
 
 
 def resolve(setting: str | None = None) -> str | None:
@@ -131,11 +136,9 @@ def resolve(setting: str | None = None) -> str | None:
     then the default location.
     """
     if setting is None:
-        user = _user_jax_dir()
-        if user is not None:
-            return user
-        if not jax.config.jax_enable_compilation_cache and _applied["dir"] is None:
-            return None  # switched off through JAX by the user
+        own, where = _jax_own()
+        if own:
+            return where
         setting = os.environ.get(ENV_VAR)
     if setting is not None and _is_off(setting):
         return None
@@ -146,14 +149,15 @@ def resolve(setting: str | None = None) -> str | None:
 def configure(setting: str | None = None) -> str | None:
     """Point JAX's persistent compilation cache at `resolve(setting)`; returns that folder or None.
 
-    Safe to call again (the command-line flag does, after the import-time default); a folder set
-    through JAX is never replaced unless `setting` is given explicitly.
+    Safe to call again (the command-line flag does, after the import-time default). A cache set up
+    or switched off through JAX is left as it is, thresholds included, unless `setting` is given.
     """
-    if setting is None and _user_jax_dir() is not None:
-        return _user_jax_dir()  # JAX's own configuration, thresholds included, stays as the user set it
+    own, where = _jax_own()
+    if setting is None and own:
+        return where
     target = resolve(setting)
-    if target == _applied["dir"] and target == jax.config.jax_compilation_cache_dir:
-        return target
+    if target == _applied["dir"] == jax.config.jax_compilation_cache_dir and _applied["enabled"] is not None:
+        return target  # nothing changes
     if target is None:
         jax.config.update("jax_compilation_cache_dir", None)
         jax.config.update("jax_enable_compilation_cache", False)
@@ -166,7 +170,7 @@ def configure(setting: str | None = None) -> str | None:
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no floor, no override
         if jax.config.jax_compilation_cache_max_size == -1:
             jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
-    _applied["dir"] = target
+    _applied.update(dir=target, enabled=target is not None)
     _jax_cache.reset_cache()  # JAX opens its cache once; a changed folder needs a fresh start
     return target
 

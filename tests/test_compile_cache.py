@@ -121,3 +121,18 @@ def test_help_names_the_folder_and_the_switch():
     assert compile_cache.ENV_VAR in text and "off" in text and str(compile_cache.cache_root()) in text
     assert compile_cache.resolve("off") is None and compile_cache.resolve("") is None
     assert compile_cache.resolve("/x") == str(pathlib.Path("/x") / compile_cache.folder_name())
+
+
+def test_a_cache_set_up_or_switched_off_through_jax_is_followed(tmp_path):
+    import jax
+
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache)
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+        assert compile_cache.resolve() == str(tmp_path)
+        jax.config.update("jax_enable_compilation_cache", False)
+        assert compile_cache.resolve() is None
+        assert compile_cache.resolve(str(tmp_path / "x")) == str(tmp_path / "x" / compile_cache.folder_name())
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_enable_compilation_cache", before[1])
