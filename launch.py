@@ -29,6 +29,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:  # config files import the package from the repository
     sys.path.insert(0, _HERE)
 
+from jaxanno import compile_cache  # noqa: E402  (after the path fix above)
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_HERE, "configs", "default.py"), "Experiment config file.", lock_config=True
 )
@@ -49,6 +51,7 @@ _DISTRIBUTED = flags.DEFINE_enum(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host runs).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank in a multi-host run.")
+_COMPILATION_CACHE = flags.DEFINE_string("compilation_cache", None, compile_cache.help_text())
 
 
 def _parse_flags(argv):
@@ -96,6 +99,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from jaxanno import distributed, runner  # after flag parsing: keeps --help fast
 
+    compile_cache.configure(_COMPILATION_CACHE.value)
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
     cfg = _compose_config()
     workdir = _WORKDIR.value or os.path.join("runs", f"{cfg.experiment or 'custom'}-{cfg.method}")

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from absl import flags
 
-from jaxanno import crowd
+from jaxanno import compile_cache, crowd
 
 MODELS = ("ds", "reference")
 OUTPUT_FILES = ("tasks.csv", "workers.csv", "worker_confusion.csv", "next_batch.csv")
@@ -351,6 +351,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("seed", 0, "Seed of tie-breaks, the learner and the batch draw.", flag_values=fv)
     flags.DEFINE_boolean("quiet", False, "Print nothing.", flag_values=fv)
+    flags.DEFINE_string("compilation_cache", None, compile_cache.help_text(), flag_values=fv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    compile_cache.configure(fv.compilation_cache)
     options = {
         name: fv[name].value
         for name in ("prior_strength", "n_iter", "tol", "learner_epochs")

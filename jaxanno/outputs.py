@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import platform
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import jax
 import pandas as pd
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
@@ -61,23 +63,52 @@ def environment() -> dict[str, str]:
 
 
 class CompileLog(collections.Counter):
-    """XLA compilations by compiled function name, plus their total time in `seconds`."""
+    """XLA programs built, by compiled function name, plus their total time in `seconds`.
+
+    A program loaded from the persistent compilation cache counts too (it is a compilation request
+    that the in-process cache could not answer); `hits` counts those apart, so
+    ``log[name] - log.hits[name]`` programs were compiled by XLA.
+    """
 
     seconds: float = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hits: collections.Counter = collections.Counter()
+
+    def compiled(self) -> int:
+        """Programs XLA compiled (not loaded from the persistent cache)."""
+        return sum(self.values()) - sum(self.hits.values())
 
 
 @contextlib.contextmanager
 def count_compiles() -> Iterator[CompileLog]:
-    """Count (and time) the XLA compilations inside the block."""
+    """Count (and time) the XLA compilations inside the block, telling persistent-cache hits apart.
+
+    JAX records a cache hit (a plain event, without the function's name) inside the same call, on
+    the same thread, that then records the backend compile duration of that function; the hit is
+    held per thread until that duration event names it.
+    """
     counter = CompileLog()
+    pending = threading.local()
 
-    def listener(event: str, duration: float, **kwargs: Any) -> None:
+    def on_event(event: str, **kwargs: Any) -> None:
+        if event == _CACHE_HIT_EVENT:
+            pending.hit = True
+
+    def on_duration(event: str, duration: float, **kwargs: Any) -> None:
         if event == _COMPILE_EVENT:
-            counter[str(kwargs.get("fun_name", "?"))] += 1
+            name = str(kwargs.get("fun_name", "?"))
+            counter[name] += 1
             counter.seconds += duration
+            if getattr(pending, "hit", False):
+                counter.hits[name] += 1
+                pending.hit = False
 
-    jax.monitoring.register_event_duration_secs_listener(listener)
+    jax.monitoring.register_event_listener(on_event)
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
     try:
         yield counter
     finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+        jax.monitoring.unregister_event_listener(on_event)

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from ml_collections import config_dict
 
-from jaxanno import checkpoint, distributed, experiment, outputs, results, types
+from jaxanno import checkpoint, compile_cache, distributed, experiment, outputs, results, types
 from jaxanno import config as config_lib
 
 PROGRAM = "jit(_advance_impl)"  # name under which the simulation program is compiled
@@ -158,10 +158,9 @@ def _write_results(problem, out, frame, runs, compiles, wall: float, report: boo
         except report_lib.ReportError as err:  # results are safe; only the report is missing
             print(f"warning: no report written: {err}", file=sys.stderr)
     print(summary)
-    n_sim = compiles.get(PROGRAM, 0)
     print(
         f"\n{problem.num_grid} grid point(s) x {len(problem.seeds)} seed(s) on {problem.mesh.size} device(s); "
-        f"simulation program compiled {n_sim} time(s), {sum(compiles.values())} XLA compilation(s) in all; "
+        f"{compile_cache.compile_summary(compiles, PROGRAM)}; "
         f"{info['wall_seconds']:.1f}s; results in {out}"
     )
 

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("simulator", ("sim",)),
     ("parts", ("em", "sampler", "learner", "workers", "stopping")),
     ("model pieces", ("dawid_skene", "calibration", "metrics")),
-    ("support", ("results", "checkpoint", "outputs", "distributed", "data")),
+    ("support", ("results", "checkpoint", "outputs", "distributed", "data", "compile_cache")),
     ("base", ("ops", "types")),
 )
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
