@@ -38,9 +38,11 @@ Concurrent processes: JAX's file cache writes an entry with a plain ``write_byte
 file and rename), so without a lock a second process could read a half-written entry. Setting a
 size bound (``jax_compilation_cache_max_size``, here ``MAX_BYTES`` unless set through JAX) makes
 JAX take a file lock around every read and write of the folder, so readers wait for writers; it
-also evicts the least recently used entries beyond the bound. An entry left truncated by a
-killed process fails to decompress: JAX warns and compiles the program again; it never runs it.
-Only process 0 of a multi-host run writes entries.
+also evicts the least recently used entries beyond the bound. JAX needs the ``filelock`` package
+for the bound; without it the folder has neither bound nor lock. An entry that cannot be read
+whole (read while being written without the lock, or left truncated by a killed process) fails
+to decompress: JAX warns and compiles the program again, never runs it; a truncated entry stays
+until the folder is deleted. Only process 0 of a multi-host run writes entries.
 """
 
 from __future__ import annotations
@@ -168,8 +170,8 @@ def configure(setting: str | None = None) -> str | None:
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         if jax.config.jax_persistent_cache_min_entry_size_bytes == 0:
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no floor, no override
-        if jax.config.jax_compilation_cache_max_size == -1:
-            jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+        if jax.config.jax_compilation_cache_max_size == -1 and importlib.util.find_spec("filelock"):
+            jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)  # JAX needs filelock for a bound
     _applied.update(dir=target, enabled=target is not None)
     _jax_cache.reset_cache()  # JAX opens its cache once; a changed folder needs a fresh start
     return target

@@ -3,6 +3,7 @@ lives and how it is moved or switched off. Every case runs in fresh processes, a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -17,7 +18,7 @@ from jaxanno import compile_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# One crowd fit, then what the process compiled and loaded, as JSON on the last line.
+# One crowd fit, then the cache settings and what the process compiled and loaded, as JSON on the last line.
 FIT = """
 import json, sys
 import jax, pandas as pd
@@ -26,31 +27,43 @@ from jaxanno.crowd import DawidSkene
 if len(sys.argv) > 2:
     compile_cache.configure(sys.argv[2])
 with outputs.count_compiles() as log:
-    DawidSkene(n_iter=20).fit_predict(pd.read_csv(sys.argv[1]))
+    if sys.argv[1] != "-":  # "-": only report the settings
+        DawidSkene(n_iter=20).fit_predict(pd.read_csv(sys.argv[1]))
 print(json.dumps({
     "location": compile_cache.location(),
     "programs": dict(log),
     "hits": dict(log.hits),
     "compiled": log.compiled(),
     "min_compile_secs": jax.config.jax_persistent_cache_min_compile_time_secs,
+    "max_size": jax.config.jax_compilation_cache_max_size,
 }))
 """
 
 _JAX_VARS = ("JAX_COMPILATION_CACHE_DIR", "JAX_ENABLE_COMPILATION_CACHE", "JAXANNO_CACHE_DIR", "XDG_CACHE_HOME")
 
 
-def _fit(csv: pathlib.Path, *extra: str, **env: str) -> dict:
+def _start(csv: pathlib.Path | str, *extra: str, **env: str) -> subprocess.Popen:
     clean = {k: v for k, v in os.environ.items() if k not in _JAX_VARS}
-    proc = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-c", FIT, str(csv), *extra],
         cwd=ROOT,  # imports this checkout's jaxanno
         env={**clean, "JAX_PLATFORMS": "cpu", **env},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    result["stderr"] = err
+    return result
+
+
+def _fit(csv: pathlib.Path | str, *extra: str, **env: str) -> dict:
+    return _result(_start(csv, *extra, **env))
 
 
 def _table(path: pathlib.Path, num_classes: int, seed: int) -> pathlib.Path:
@@ -87,6 +100,18 @@ def test_second_process_loads_every_program_from_the_cache(two_runs):
     assert second["compiled"] == 0, second
     assert second["hits"] == second["programs"] == first["programs"]
     assert first["min_compile_secs"] == 0.0  # small CPU programs are cached too
+    if importlib.util.find_spec("filelock"):
+        assert first["max_size"] == compile_cache.MAX_BYTES  # the bound that turns JAX's file lock on
+
+
+def test_concurrent_processes_share_an_empty_folder(two_runs):
+    tmp, _, _, _ = two_runs
+    env = {"JAXANNO_CACHE_DIR": str(tmp / "shared")}
+    procs = [_start(tmp / "two_classes.csv", **env) for _ in range(2)]
+    results = [_result(p) for p in procs]
+    for r in results:  # JAX warns "Error reading/writing persistent compilation cache entry ..."
+        assert "persistent compilation cache" not in r["stderr"], r["stderr"][-2000:]
+    assert any(p.name.startswith("jit_solve-") for p in pathlib.Path(results[0]["location"]).iterdir())
 
 
 def test_a_different_problem_compiles_anew(two_runs):
@@ -105,15 +130,12 @@ def test_off_writes_nothing(two_runs):
     assert not home.exists()
 
 
-def test_jax_own_setting_is_kept_unless_a_folder_is_given(two_runs):
-    tmp, _, _, _ = two_runs
-    csv, own = tmp / "two_classes.csv", str(tmp / "jax_own")
-    kept = _fit(csv, JAXANNO_CACHE_DIR=str(tmp / "unused"), JAX_COMPILATION_CACHE_DIR=own)
+def test_jax_own_setting_is_kept_unless_a_folder_is_given(tmp_path):
+    own = str(tmp_path / "jax_own")
+    kept = _fit("-", JAXANNO_CACHE_DIR=str(tmp_path / "unused"), JAX_COMPILATION_CACHE_DIR=own)
     assert kept["location"] == own and kept["min_compile_secs"] == 1.0  # JAX's thresholds untouched too
-    assert not (tmp / "unused").exists()
-    moved = _fit(csv, str(tmp / "flag"), JAX_COMPILATION_CACHE_DIR=own)  # what the command-line flag does
-    assert moved["location"] == str(tmp / "flag" / compile_cache.folder_name())
-    assert moved["hits"] == {} and moved["compiled"] > 0
+    moved = _fit("-", str(tmp_path / "flag"), JAX_COMPILATION_CACHE_DIR=own)  # what the command-line flag does
+    assert moved["location"] == str(tmp_path / "flag" / compile_cache.folder_name())
 
 
 def test_help_names_the_folder_and_the_switch():
