@@ -39,7 +39,8 @@ file and rename), so without a lock a second process could read a half-written e
 size bound (``jax_compilation_cache_max_size``, here ``MAX_BYTES`` unless set through JAX) makes
 JAX take a file lock around every read and write of the folder, so readers wait for writers; it
 also evicts the least recently used entries beyond the bound. JAX needs the ``filelock`` package
-for the bound; without it the folder has neither bound nor lock. An entry that cannot be read
+for the bound, so jaxanno depends on it; an environment without it (installed by other means)
+gets neither bound nor lock. An entry that cannot be read
 whole (read while being written without the lock, or left truncated by a killed process) fails
 to decompress: JAX warns and compiles the program again, never runs it; a truncated entry stays
 until the folder is deleted. Only process 0 of a multi-host run writes entries.

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-import chex
-import jax
-import numpy as np
-import pytest
+import atexit
+import os
+import shutil
+import tempfile
 
-from jaxanno import data as data_lib
-from jaxanno import types
+# One persistent compilation cache for the whole test session, shared with the processes
+# that CLI tests start (they inherit the variable), and never the user's own cache. Set
+# before jaxanno is imported: the cache is configured at import.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="jaxanno-test-cache-")
+os.environ["JAXANNO_CACHE_DIR"] = _SESSION_CACHE
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
+
+import chex  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxanno import data as data_lib  # noqa: E402
+from jaxanno import types  # noqa: E402
 
 VERTEBRATE4 = ["n02138441", "n02326432", "n01558993", "n02009229"]  # 4 classes of split 1
 
