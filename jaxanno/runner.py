@@ -58,9 +58,11 @@ _USER_ERRORS = (config_lib.ConfigError, checkpoint.CheckpointError, data_lib.Dat
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+    """'42 s', '3 min 05 s', '2 h 07 min'."""
+    minutes, secs = divmod(round(seconds), 60)
+    if not minutes:
+        return f"{secs} s"
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 class Progress:
@@ -68,8 +70,9 @@ class Progress:
 
     A chunk's line: ``step i (of at most N) | labels/item | top-1 | confident | stopped k/L
     (stop reasons) | elapsed | ETA about T``. N (`Problem.max_steps`) is a bound; runs usually
-    stop earlier. The ETA is the measured time per step (compilation excluded) times
-    `steps_left`, an estimate: items turning confident end runs sooner.
+    stop earlier. The ETA is the time per step measured over the chunks after the first (which
+    includes tracing and compiling) times `steps_left`, an estimate: items turning confident
+    end runs sooner.
     """
 
     def __init__(self, problem: experiment.Problem, quiet: bool, stream=None, *, compiles=None, fired=None):
@@ -79,7 +82,7 @@ class Progress:
         shape = (problem.num_grid, len(problem.seeds))
         self.announced = np.zeros(shape, bool) if fired is None else np.asarray(fired) >= 0
         self.budget = np.asarray(experiment.sweep_grid(problem.cfg, host=True)[0].budget, np.int64)[:, None]
-        self.t_start = self.t_compile = time.perf_counter()
+        self.t_start = time.perf_counter()
         self.t_first: float | None = None
         self.step_first = 0
         self.seconds_per_step = 0.0
@@ -91,7 +94,6 @@ class Progress:
     def compiling(self) -> None:
         """Called before the first chunk, which compiles the program."""
         self.say("compiling the simulation program...")
-        self.t_compile = time.perf_counter()
 
     def __call__(self, step: int, done: np.ndarray, chunks: list[dict[str, np.ndarray]], stop_reason=None,
                  fired_step=None) -> None:  # fmt: skip
@@ -99,10 +101,8 @@ class Progress:
         if self.quiet:
             return
         now = time.perf_counter()
-        if self.t_first is None:  # the first chunk includes the compilation
-            compile_seconds = self._report_compile()
-            steps = chunks[-1]["step"].shape[-1]
-            self.seconds_per_step = max(now - self.t_compile - compile_seconds, 0.0) / max(steps, 1)
+        if self.t_first is None:  # the first chunk includes tracing and compiling: no rate yet
+            self._report_compile()
             self.t_first, self.step_first = now, step
         elif step > self.step_first:
             self.seconds_per_step = (now - self.t_first) / (step - self.step_first)
@@ -110,17 +110,16 @@ class Progress:
         if fired_step is not None:
             self._report_early_stops(np.asarray(fired_step))
 
-    def _report_compile(self) -> float:
-        """Print how the program was obtained; returns the seconds spent compiling."""
+    def _report_compile(self) -> None:
+        """Say how the program was obtained and how long XLA took."""
         log = self.compiles
         if log is None:
-            return 0.0
+            return
         if not sum(log.values()):
             self.say("simulation program ready (compiled earlier in this process)")
-            return 0.0
+            return
         source = " (loaded from the compilation cache)" if log.compiled() == 0 else ""
         self.say(f"compiled in {log.seconds:.1f} s{source}")
-        return log.seconds
 
     def steps_left(self, step: int, done: np.ndarray, chunks: list[dict[str, np.ndarray]]) -> int:
         """Steps the slowest running lane still needs, at most the step bound.
@@ -148,7 +147,10 @@ class Progress:
             reasons = collections.Counter(names[r] if r < len(names) else str(r) for r in np.asarray(stop_reason)[done])
             stopped += " (" + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + ")"
         left = self.steps_left(step, done, chunks)
-        eta = f"ETA about {_duration(left * self.seconds_per_step)}" if left else "no steps left"
+        if not left:
+            eta = "no steps left"
+        else:
+            eta = f"ETA about {_duration(left * self.seconds_per_step)}" if self.seconds_per_step else "ETA: measuring"
         return (
             f"step {step} (of at most {self.problem.max_steps}) | labels/item {last['cost_per_item'].mean():.3f}"
             f" | top-1 {100 * last['aggregate/all/top1'].mean():.1f}%"
@@ -417,7 +419,7 @@ def run_launch(
         only) and start over instead of resuming.
     """
     if not str(workdir).strip():
-        print("error: workdir is empty: give an output folder, e.g. --workdir=runs/my-run", file=sys.stderr)
+        print("error: workdir: empty; give an output folder, e.g. --workdir=runs/my-run", file=sys.stderr)
         return USAGE_ERROR
     run = _Run(out=pathlib.Path(workdir))
     main = distributed.is_main()

@@ -247,3 +247,25 @@ def test_a_workdir_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {path}: exists and is not a folder; choose another --workdir"
     ]
+
+
+def test_a_read_only_workdir_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(outputs.LOCK_FILE):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert runner.run_launch(_cfg(), str(tmp_path), quiet=True) == runner.USAGE_ERROR
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {tmp_path}: cannot use this folder as a workdir (Read-only file system); choose another --workdir"
+    ]
+
+
+def test_an_empty_workdir_is_refused_in_one_line(capsys):
+    assert runner.run_launch(_cfg(), " ", quiet=True) == runner.USAGE_ERROR
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: workdir: empty; give an output folder, e.g. --workdir=runs/my-run"
+    ]
