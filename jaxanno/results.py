@@ -121,17 +121,29 @@ def accuracy_at(frame: pd.DataFrame, levels: Sequence[float], column: str = "agg
     return pd.DataFrame(rows)
 
 
+def _all_reached_cell(values: np.ndarray) -> str:
+    """'mean ± std' (one decimal) when every value is finite, else 'n/a (k/S reached)'."""
+    reached = int(np.isfinite(values).sum())
+    if reached < len(values):
+        return f"n/a ({reached}/{len(values)} reached)"
+    return format_mean_std(*mean_std(values), digits=1)
+
+
 def summary_table(
     frame: pd.DataFrame, points: Sequence[dict[str, Any]], levels: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 2.5)
 ) -> str:
-    """Markdown: mean +- std over seeds of top-1 accuracy at a few labels-per-item levels."""
+    """Markdown: mean +- std over seeds of top-1 accuracy at a few labels-per-item levels.
+
+    A level that not every seed of a grid point reached reads ``n/a (k/S reached)``: a mean
+    over the seeds that got there would favour them.
+    """
     acc = accuracy_at(frame, levels)
     cols = [f"{lv:g}" for lv in levels] + ["end"]
     header = "| grid | settings | " + " | ".join(f"acc@{c}" for c in cols) + " | labels/item at end |"
     lines = [header, "|" + "---|" * (len(cols) + 3)]
     for grid, runs in acc.groupby("grid"):
         settings = ", ".join(f"{k}={v:g}" for k, v in points[grid].items()) or "-"
-        cells = [format_mean_std(*mean_std(100 * runs[c].to_numpy()), digits=1) for c in cols]
+        cells = [_all_reached_cell(100 * runs[c].to_numpy()) for c in cols]
         end = format_mean_std(*mean_std(runs["end_cost_per_item"].to_numpy()))
         lines.append(f"| {grid} | {settings} | " + " | ".join(cells) + f" | {end} |")
     return "\n".join(lines)

@@ -1,9 +1,10 @@
-"""The command line end to end: outputs, one compile for a sweep, kill -9 and resume."""
+"""The command line end to end: outputs, one compile for a sweep, kill -9 or Ctrl-C and resume."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,28 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrup
     assert "resuming" in resumed.stderr
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(uninterrupted / "metrics.csv"))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "runs.csv"), pd.read_csv(uninterrupted / "runs.csv"))
+
+
+@pytest.mark.slow  # a real SIGINT to a launch and its resume; runner_workdir tests cover the logic in process
+def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path, uninterrupted):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "launch.py", *LONG, "--quiet", f"--workdir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoint.msgpack").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    stopped = re.fullmatch(r"interrupted at step (\d+); rerun the same command to resume", last)
+    assert stopped, last
+    streamed = pd.read_csv(tmp_path / "metrics_stream.csv")  # partial results, as far as the run got
+    assert streamed["step"].max() <= int(stopped.group(1)) and not (tmp_path / "metrics.csv").exists()
+    resumed = _launch(LONG + ["--quiet"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(uninterrupted / "metrics.csv"))
 
 
 def test_resume_refuses_a_different_config(tmp_path, uninterrupted):
