@@ -63,7 +63,7 @@ SCHEMA: dict[str, Field] = {
     "online.n_hits_per_step": _static("Static", "hits_per_step", preset=True),
     "online.hit_size": _static("Static", "hit_size", preset=True),
     "online.budget": _param("budget", preset=True),
-    "data.source": Field("standin", choices=data_lib.SOURCES),
+    "data.source": Field("auto", choices=("auto", *data_lib.SOURCES)),  # auto: from data.features (or stand-in)
     "data.features": Field(""),  # .npy (reference / npy) or .npz file
     "data.image_list": Field(""),  # reference image list: 'wnid/file.JPEG label' per line
     "data.labels": Field(""),  # npy source: labels as .npy or one integer per line

@@ -22,6 +22,8 @@ import functools
 import importlib
 import itertools
 import math
+import os
+import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,9 +69,10 @@ class Problem:
 
 
 def data_spec(cfg: config_dict.ConfigDict) -> data_lib.DataSpec:
+    """Where a config's features come from (the source inferred as `data_source` does)."""
     d = cfg.data
     return data_lib.DataSpec(
-        source=d.source,
+        source=data_source(cfg),
         experiment=cfg.experiment or None,
         wnids=tuple((cfg.wnids or "").split()),
         n_data_per_class=cfg.n_data_per_class,
@@ -82,6 +85,88 @@ def data_spec(cfg: config_dict.ConfigDict) -> data_lib.DataSpec:
         labels=d.labels,
         cache_dir=d.cache_dir,
     )
+
+
+def _file_kind(path: str) -> str | None:
+    """'npy' or 'npz' for ``data.features`` by its first bytes (by suffix if unreadable); None when neither."""
+    try:
+        kind = data_lib.inputs.file_kind(path) if os.path.isfile(path) else None
+    except data_lib.DataError:  # unreadable: the loader names the file and the fix
+        kind = None
+    return kind if kind in ("npy", "npz") else {".npy": "npy", ".npz": "npz"}.get(pathlib.Path(path).suffix.lower())
+
+
+def _npy_source(d: config_dict.ConfigDict) -> str:
+    """'reference' for a .npy with ``data.image_list``, 'npy' for one with ``data.labels``."""
+    if d.image_list and d.labels:
+        raise config_lib.ConfigError(
+            f"settings data.image_list and data.labels: both set for the .npy features {d.features!r}; set "
+            "data.labels (one label per row: source 'npy') or data.image_list (the reference image list: source "
+            "'reference'), or choose with data.source"
+        )
+    if not (d.image_list or d.labels):
+        raise config_lib.ConfigError(
+            f"setting data.features={d.features!r}: a .npy array needs its labels; set data.labels=FILE (one "
+            "integer label per row) or data.image_list=FILE (the reference 'wnid/file.JPEG label' list)"
+        )
+    return "reference" if d.image_list else "npy"
+
+
+def _no_features_source(cfg: config_dict.ConfigDict, given: str | None) -> str:
+    """The source of a config without ``data.features``: the stand-in, checked for what it needs."""
+    d = cfg.data
+    if given not in (None, "standin"):
+        return given  # the loader names the missing data.features
+    stray = [f for f in ("labels", "image_list") if d[f]]
+    if stray:
+        raise config_lib.ConfigError(
+            f"setting data.{stray[0]}={d[stray[0]]!r}: found no data.features to go with it; set data.features "
+            f"to the features file, or drop data.{stray[0]} to use the stand-in features"
+        )
+    if not cfg.experiment and not cfg.wnids:
+        raise config_lib.ConfigError(
+            "settings experiment='' and wnids: neither is set, so the stand-in features have no classes; set "
+            "wnids='n01440764 n01443537 ...' (ImageNet wnids, space-separated), choose an experiment (`jaxanno "
+            "list` shows them), or give your own features with data.features=FILE.npz"
+        )
+    return "standin"
+
+
+def data_source(cfg: config_dict.ConfigDict) -> str:
+    """The feature source of a config: ``data.source``, or for 'auto' the one ``data.features`` implies.
+
+    No ``data.features``: the stand-in ('standin'). An ``.npz``: 'npz'. A ``.npy``: 'npy' with
+    ``data.labels``, 'reference' with ``data.image_list``. Files are recognised by their first
+    bytes when they exist, else by suffix.
+
+    Raises:
+      config.ConfigError: an explicit ``data.source`` that contradicts the file, label or image
+        files without features, or a stand-in without a class list.
+    """
+    d = cfg.data
+    given = None if d.source == "auto" else d.source
+    if not d.features:
+        return _no_features_source(cfg, given)
+    kind = _file_kind(d.features)
+    what = {"npy": "a .npy array", "npz": "an .npz archive", None: "neither a .npy array nor an .npz archive"}[kind]
+    if given is None:
+        if kind is None:
+            raise config_lib.ConfigError(
+                f"setting data.features={d.features!r}: cannot tell its format ({what}, by content or suffix); "
+                "save it with numpy.save (.npy) or numpy.savez (.npz), or set data.source"
+            )
+        return "npz" if kind == "npz" else _npy_source(d)
+    if given == "standin":
+        raise config_lib.ConfigError(
+            f"setting data.source='standin': contradicts data.features={d.features!r}; drop data.features to use "
+            "the stand-in, or set data.source='auto' to read the file"
+        )
+    if kind is not None and (given == "npz") != (kind == "npz"):
+        raise config_lib.ConfigError(
+            f"setting data.source={given!r}: contradicts data.features={d.features!r} ({what}); set "
+            "data.source='auto' to read the file as what it is"
+        )
+    return given
 
 
 def lane_inputs(grid: types.Params, num_grid: int, seeds: Sequence[int], padded: int):
@@ -204,13 +289,19 @@ def default_max_steps(cfg: config_dict.ConfigDict, num_items: int) -> int:
 
 
 def prepare(cfg: config_dict.ConfigDict, mesh: Mesh | None = None) -> Problem:
-    """Resolve presets, validate, load data, convert and place: everything before compiling.
+    """Resolve presets and the data source, validate, load data, convert and place: everything before compiling.
 
     Raises:
       config.ConfigError: an impossible setting (nothing has been compiled or written).
     """
-    cfg = config_lib.resolve(cfg)
+    cfg = config_lib.resolve(cfg)  # a copy
+    cfg.data.source = data_source(cfg)  # 'auto' becomes the source read, so config.json records it
     config_lib.validate(cfg)
+    if not 0 <= cfg.run.seed <= 2**32 - cfg.run.num_seeds:
+        raise config_lib.ConfigError(
+            f"setting run.seed={cfg.run.seed!r}: expected an integer in [0, 2**32 - run.num_seeds] (the seeds "
+            f"run.seed ... run.seed + {cfg.run.num_seeds - 1} are unsigned 32-bit)"
+        )
     try:
         features = data_lib.load_features(data_spec(cfg))
         host_data = data_lib.make_dataset(

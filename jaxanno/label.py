@@ -22,6 +22,7 @@ temporary name and a rename: tasks.csv, workers.csv, worker_confusion.csv, next_
 
 from __future__ import annotations
 
+import importlib
 import os
 import pathlib
 import sys
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 from absl import flags
 
-from jaxanno import compile_cache, crowd
+from jaxanno import compile_cache, crowd, errors
 
 MODELS = ("ds", "reference")
 OUTPUT_FILES = ("tasks.csv", "workers.csv", "worker_confusion.csv", "next_batch.csv")
@@ -352,29 +353,50 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("seed", 0, "Seed of tie-breaks, the learner and the batch draw.", flag_values=fv)
     flags.DEFINE_boolean("quiet", False, "Print nothing.", flag_values=fv)
     flags.DEFINE_string("compilation_cache", None, compile_cache.help_text(), flag_values=fv)
+    flags.DEFINE_boolean("verbose", False, errors.VERBOSE_HELP, flag_values=fv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse flags and `run`; returns the exit code (2 on bad input or flags)."""
+    """Parse flags and `run`; returns the exit code (2 after one error line on bad input or flags)."""
     argv = list(sys.argv if argv is None else argv)
+    return errors.run_main(lambda: _main(argv), errors.wants_verbose(argv))
+
+
+PARQUET_MODULES = ("pyarrow", "fastparquet")  # pandas reads Parquet with either
+
+
+def check_parquet(paths: Sequence[str | None]) -> None:
+    """A Parquet input needs pyarrow (the ``parquet`` extra): say so before anything is read."""
+    parquet = [p for p in paths if p and pathlib.Path(p).suffix.lower() in _PARQUET]
+    if not parquet:
+        return
+    for module in PARQUET_MODULES:
+        try:
+            importlib.import_module(module)
+            return
+        except ImportError:
+            continue
+    raise errors.UserError(
+        f"{parquet[0]}: reading Parquet needs pyarrow, which is not installed; install it with "
+        "pip install 'jaxanno[parquet]' (or pip install pyarrow), or give the table as CSV"
+    )
+
+
+def _main(argv: list[str]) -> int:
     fv = flags.FlagValues()
     define_flags(fv)
     if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
-        print(__doc__ + "\nFlags:\n" + fv.get_help())
+        print(__doc__ + "\nFlags:\n" + fv.get_help(include_special_flags=False))
         return 0
-    try:
-        rest = fv(argv)
-    except flags.Error as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if len(rest) > 1 or not fv.labels or not fv.out:
-        print(
-            f"error: --labels and --out are required; unexpected arguments {rest[1:]}"
-            if len(rest) > 1
-            else "error: --labels and --out are required",
-            file=sys.stderr,
+    rest = fv(argv)
+    if len(rest) > 1:
+        raise errors.UsageError(f"unexpected argument(s) {rest[1:]}; every input is a flag, e.g. --labels=labels.csv")
+    missing = [f"--{name}" for name in ("labels", "out") if not fv[name].value]
+    if missing:
+        raise errors.UsageError(
+            f"{' and '.join(missing)}: not given; --labels and --out are required, e.g. --labels=labels.csv --out=next/"
         )
-        return 2
+    check_parquet([fv.labels, fv.gold])
     compile_cache.configure(fv.compilation_cache)
     options = {
         name: fv[name].value
@@ -404,9 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             learner="mlp" if fv.learner else None,
             **options,
         )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # a hint in the Python form ("duplicates='keep_last'") becomes the flag's
+        message = errors.flag_form(str(err), list(fv))
+        if message != str(err):
+            raise errors.UserError(message) from err
+        raise
     return 0
 
 

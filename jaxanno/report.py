@@ -26,7 +26,6 @@ rename, so a failed report writes nothing and a reader never sees half a file.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
@@ -41,7 +40,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from jaxanno import outputs, results
+from jaxanno import errors, outputs, results
 
 DEFAULT_TARGETS = (75.0, 80.0, 85.0, 90.0)
 MAX_GRID_POINTS = 1000  # common x grid size cap: plots stay light at ImageNet-100 scale
@@ -368,9 +367,18 @@ def write_report(
     return {"out": out, "files": [out / n for n in files], "figures": figures, "table": table}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m jaxanno.report WORKDIR [WORKDIR...] [--out=DIR] [--targets=75,80,85,90]`."""
-    parser = argparse.ArgumentParser(prog="python -m jaxanno.report", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m jaxanno.report") -> int:
+    """`python -m jaxanno.report WORKDIR [WORKDIR...] [--out=DIR] [--targets=75,80,85,90]`; the exit code.
+
+    Args:
+      argv: the arguments after the program name (default: ``sys.argv[1:]``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return errors.run_main(lambda: _main(argv, prog), errors.wants_verbose([prog, *argv]))
+
+
+def _main(argv: list[str], prog: str) -> int:
+    parser = errors.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="launch output folders")
     parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/report for one workdir)")
     parser.add_argument(
@@ -378,19 +386,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(f"{t:g}" for t in DEFAULT_TARGETS),
         help="top-1 accuracies in percent for x@target, comma-separated",
     )
+    parser.add_argument("--verbose", action="store_true", help=errors.VERBOSE_HELP)
     args = parser.parse_args(argv)
     if args.out is None and len(args.workdirs) > 1:
-        parser.error("--out is required with several workdirs")
+        raise errors.UsageError(f"--out: not given; with {len(args.workdirs)} workdirs, give the report folder")
     out = args.out or os.path.join(args.workdirs[0], "report")
     try:
         targets = [float(t) for t in args.targets.split(",") if t.strip()]
     except ValueError:
-        parser.error(f"--targets={args.targets}: expected numbers such as 75,80,85,90")
-    try:
-        result = write_report(args.workdirs, out, targets)
-    except ReportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise errors.UsageError(f"--targets: found {args.targets!r}; expected numbers such as 75,80,85,90") from None
+    result = write_report(args.workdirs, out, targets)
     print((result["out"] / "report.md").read_text())
     print(f"wrote {len(result['files'])} file(s) to {result['out']}")
     return 0

@@ -18,16 +18,17 @@ MAX_LINES = 500
 
 # Top to bottom. A unit may import units of its own layer or of a lower one, never of a higher one.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("command line", ("__main__", "cli")),
     ("public API", ("__init__",)),
     ("entry points", ("runner", "label")),
-    ("reports", ("report",)),
+    ("reports", ("report", "overview")),
     ("drivers", ("experiment", "crowd")),
     ("configuration", ("config",)),
     ("simulator", ("sim",)),
     ("parts", ("em", "sampler", "learner", "workers", "stopping")),
     ("model pieces", ("dawid_skene", "calibration", "metrics")),
     ("support", ("results", "checkpoint", "outputs", "distributed", "data", "compile_cache")),
-    ("base", ("ops", "types")),
+    ("base", ("ops", "types", "errors")),
 )
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 

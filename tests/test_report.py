@@ -244,8 +244,10 @@ def test_main_reports_targets_and_errors(one_run, tmp_path, capsys):
     assert "missing: not a directory" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     assert report.main([str(one_run), "--targets=0.8"]) == 2
-    with pytest.raises(SystemExit):
-        report.main([str(one_run), str(one_run)])  # several workdirs need --out
+    assert report.main([str(one_run), str(one_run)]) == 2  # several workdirs need --out
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --out: not given; with 2 workdirs, give the report folder"
+    )
 
 
 @pytest.mark.slow
