@@ -322,8 +322,7 @@ def _run(argv: list[str], default_config_file: str | None) -> int:
             print(overview.dry_run(problem, cfg))
         return 0
     del problem  # run_launch prepares its own (stand-ins load from a cache; files are read again)
-    options = {"fresh": True} if fv.fresh else {}  # only when asked: plain launches need no runner option
-    return runner.run_launch(cfg, workdir, quiet=fv.quiet, report=fv.report, **options)
+    return runner.run_launch(cfg, workdir, quiet=fv.quiet, report=fv.report, fresh=fv.fresh)
 
 
 def list_command(argv: Sequence[str]) -> int:
