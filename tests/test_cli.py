@@ -215,7 +215,7 @@ def test_default_workdirs_name_every_preset_and_differ_between_configs():
     assert cli.default_workdir(custom).startswith("runs/custom-lean-amt_structured_noise-")
 
 
-@pytest.mark.parametrize("extra, fresh", [([], None), (["--fresh"], True)])
+@pytest.mark.parametrize("extra, fresh", [([], False), (["--fresh"], True)])
 def test_run_hands_the_launch_to_the_runner(extra, fresh, capsys, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(runner, "run_launch", lambda cfg, workdir, **kw: calls.append((cfg, workdir, kw)) or 0)
