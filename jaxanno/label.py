@@ -3,9 +3,12 @@
     python -m jaxanno.label --labels=labels.csv --out=DIR \\
         [--features=feats.npy --tasks=tasks.txt | --features=feats.npz] [--gold=gold.csv] \\
         [--classes=classes.txt] [--hits=5 --hit_size=40 --assignment=random|greedy] \\
-        [--max_per_worker=2000 --max_per_task=N --risk_thres=0.1] [--model=ds|reference]
+        [--max_per_worker=2000 --max_per_task=N --risk_thres=0.1] [--model=pooled|ds|reference] \\
+        [--evaluate=truth.csv]
 
-Inputs (every key is read as text, so "7" in a CSV matches "7" in a class list):
+Inputs (every key is read as text, so "7" in a CSV matches "7" in a class list; byte-order
+marks and surrounding whitespace are removed, and blank, "NaN" and "<NA>" cells are missing,
+which is an error):
   labels    CSV or Parquet with columns task, worker, label (any number of labels per task).
   features  .npy (T, D) with --tasks (one task per line, row order), or .npz holding
             arrays ``tasks`` (T,) and ``features`` (T, D). Tasks with features but no label
@@ -14,6 +17,11 @@ Inputs (every key is read as text, so "7" in a CSV matches "7" in a class list):
             validation prototypes. Never sent out again.
   classes   one class per line (default: the labels seen, numeric order when all are
             integers, else text order).
+  evaluate  CSV with columns task, label: only scored against (accuracy printed).
+
+Model (--model): 'pooled' (default) is Dawid-Skene with every worker shrunk toward the
+crowd's pooled confusion (`crowd.DawidSkene.pooled`), so one label or two disagreeing ones
+do not make a task confident; 'ds' is crowd-kit's model, 'reference' the paper's.
 
 Outputs, written to DIR only after every input has been read and checked, each file via a
 temporary name and a rename: tasks.csv, workers.csv, worker_confusion.csv, next_batch.csv
@@ -324,6 +332,7 @@ def _summary(ds, batch, assignment, risk_thres, read_s, fit_s, out) -> dict[str,
         "slots": int(table.item_count.max()),
         "dropped_duplicates": table.dropped_duplicates,
         "em_iterations": ds.n_iter_,
+        "em_solves": max(ds.population_rounds_, 1),
         "learner": ds.learner_probas_ is not None,
         "confident": int(ds.confident_.sum()),
         "mean_risk": float(risk.mean()),
@@ -346,6 +355,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{s['classes']} classes, up to {s['slots']} labels per task"
         + (f" ({s['dropped_duplicates']} duplicate labels dropped)" if s["dropped_duplicates"] else ""),
         f"Dawid-Skene ({s.get('model', 'ds')}): {s['em_iterations']} EM iteration(s)"
+        + (f" in the last of {s['em_solves']} solves (population prior)" if s["em_solves"] > 1 else "")
         + (", learner prior from features" if s["learner"] else "")
         + f"; read {s['read_seconds']:.2f}s, fit + batch {s['fit_seconds']:.2f}s",
         f"confident (risk < {s['risk_threshold']}): {s['confident']} / {s['tasks']} "

@@ -9,6 +9,7 @@ shared by most tests, so the EM and batch programs compile once.
 from __future__ import annotations
 
 import pathlib
+import re
 
 import numpy as np
 import pandas as pd
@@ -189,3 +190,17 @@ def test_evaluate_prints_accuracy_against_gold(tmp_path, capsys, sparse_runs):
     (tmp_path / "bad.csv").write_text("task,label\n0,1\n9999,0\n")
     assert label.main([*argv, f"--evaluate={tmp_path / 'bad.csv'}"]) == 2
     assert "bad.csv: 1 gold task(s) appear neither in the labels" in capsys.readouterr().err
+
+
+def test_labelling_doc_example_is_what_the_command_prints(tmp_path, capsys, monkeypatch):
+    doc = (DATA.parents[1] / "docs" / "labelling.md").read_text()
+    command = doc.split("(run from the repository root):\n\n```bash\n", 1)[1].split("\n```", 1)[0]
+    printed = doc.split("prints (timings vary):\n\n```\n", 1)[1].split("```", 1)[0]
+    argv = command.split()
+    assert argv[:3] == ["python", "-m", "jaxanno.label"] and "--out=out" in argv
+    monkeypatch.chdir(DATA.parents[1])  # the documented paths are relative to the repository
+    out = tmp_path / "out"
+    assert label.main(["label", *(f"--out={out}" if a == "--out=out" else a for a in argv[3:])]) == 0
+    timings = r"read \d+\.\d+s, fit \+ batch \d+\.\d+s"
+    got = re.sub(timings, "read -, fit + batch -", capsys.readouterr().out.replace(str(out), "out"))
+    assert got == re.sub(timings, "read -, fit + batch -", printed)

@@ -57,7 +57,7 @@ def _proba_frame(posterior: np.ndarray, tasks: pd.Index, classes: pd.Index) -> p
 
 
 def _labels_series(posterior: np.ndarray, tasks: pd.Index, classes: pd.Index) -> pd.Series:
-    """Most probable class per task; ties go to the first class in class order (crowd-kit)."""
+    """Most probable class per task; an exact tie goes to the first class in class order."""
     return pd.Series(classes[posterior.argmax(1)], index=pd.Index(tasks, name="task"), name="agg_label")
 
 
