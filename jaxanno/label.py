@@ -44,7 +44,7 @@ from absl import flags
 from jaxanno import compile_cache, crowd
 
 MODELS = ("pooled", "ds", "reference")
-OUTPUT_FILES = ("tasks.csv", "workers.csv", "worker_confusion.csv", "next_batch.csv")
+OUTPUT_FILES = crowd.OUTPUT_FILES
 _PARQUET = (".parquet", ".pq")
 BOM = "\ufeff"  # a byte-order mark: dropped from every key the readers see
 MISSING_TEXT = ("", "nan", "<na>")  # cells read as missing (compared in lower case, after stripping)
@@ -180,51 +180,6 @@ def build_model(model: str = "pooled", **options: Any) -> crowd.DawidSkene:
     return build(**options)
 
 
-def task_frame(ds: crowd.DawidSkene) -> pd.DataFrame:
-    """tasks.csv: task, label, prob, risk, confident, n_labels, gold, then p_<class> columns."""
-    table = ds.table_
-    probas = ds.probas_.to_numpy()
-    gold = ds.problem_.gold
-    out = pd.DataFrame(
-        {
-            "task": np.asarray(table.tasks, dtype=object),
-            "label": ds.labels_.to_numpy(),
-            "prob": probas.max(1),
-            "risk": ds.risks_.to_numpy(),
-            "confident": ds.confident_.to_numpy(),
-            "n_labels": table.item_count,
-            "gold": gold.reindex(table.tasks).to_numpy() if gold is not None else None,
-        }
-    )
-    posterior = pd.DataFrame(probas, columns=[f"p_{c}" for c in table.classes])
-    return pd.concat([out, posterior], axis=1)
-
-
-def worker_frame(ds: crowd.DawidSkene, batch: pd.DataFrame) -> pd.DataFrame:
-    """workers.csv: worker, n_labels, accuracy (model), agreement (with labels), in_batch."""
-    table = ds.table_
-    in_batch = batch.groupby("worker").size().reindex(table.workers, fill_value=0).to_numpy()
-    return pd.DataFrame(
-        {
-            "worker": np.asarray(table.workers, dtype=object),
-            "n_labels": table.worker_count,
-            "accuracy": ds.skills_.to_numpy(),
-            "agreement": ds.agreement_.to_numpy(),
-            "in_batch": in_batch,
-        }
-    )
-
-
-def output_frames(ds: crowd.DawidSkene, batch: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """{file name: table} of everything the command writes (see `OUTPUT_FILES`)."""
-    return {
-        "tasks.csv": task_frame(ds),
-        "workers.csv": worker_frame(ds, batch),
-        "worker_confusion.csv": ds.confusion_frame(),
-        "next_batch.csv": batch,
-    }
-
-
 def write_outputs(out: os.PathLike, frames: dict[str, pd.DataFrame]) -> None:
     """Write every frame to a temporary file first, then rename them all into place."""
     out = pathlib.Path(out)
@@ -309,7 +264,7 @@ def run(
     ds.fit_prepared(problem)
     batch = crowd.next_batch(ds, hits, hit_size, assignment, max_per_worker, max_per_task, risk_thres, seed)
     t_fit = time.perf_counter()
-    frames = output_frames(ds, batch)
+    frames = crowd.output_frames(ds, batch)
     if out is not None:
         write_outputs(out, frames)
     summary = _summary(ds, batch, assignment, risk_thres, t_read - t0, t_fit - t_read, out)
@@ -403,7 +358,16 @@ def define_flags(fv: flags.FlagValues) -> None:
         flag_values=fv,
     )
     flags.DEFINE_string("worker_prior", None, "None or one of " + ", ".join(crowd.WORKER_PRIORS), flag_values=fv)
-    flags.DEFINE_float("prior_strength", None, "Multiplier of the worker prior's pseudo-counts.", flag_values=fv)
+    flags.DEFINE_float(
+        "prior_strength",
+        None,
+        "Worker prior weight: multiplies its pseudo-counts, or pseudo-labels per confusion row "
+        "(pooled model, --prior_rows=normalised).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "prior_rows", None, list(crowd.PRIOR_ROWS), "scaled or normalised (gold-built priors).", flag_values=fv
+    )
     flags.DEFINE_integer("n_iter", None, "Maximum EM iterations.", flag_values=fv)
     flags.DEFINE_float("tol", None, "EM tolerance.", flag_values=fv)
     flags.DEFINE_boolean("learner", True, "Use a learner prior when --features is given.", flag_values=fv)
@@ -450,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compile_cache.configure(fv.compilation_cache)
     options = {
         name: fv[name].value
-        for name in ("prior_strength", "n_iter", "tol", "learner_epochs")
+        for name in ("prior_strength", "prior_rows", "n_iter", "tol", "learner_epochs")
         if fv[name].value is not None
     }
     if fv.worker_prior is not None:

@@ -64,11 +64,11 @@ def test_default_is_at_least_majority_vote_and_never_confident_on_weak_evidence(
 def _pooled_reference(workers, labels, num_workers, k, strength, n_iter=100, tol=1e-5):
     """Float64 loops: classic EM (majority-vote start, soft M-step, uniform class prior,
     ELBO rule) under a prior of `strength` x the pooled confusion, re-estimated after
-    every solve until no entry moves by 1e-3 (at most 10 solves)."""
+    every solve until no entry moves by 1e-3 (at most 20 solves)."""
     valid, uniform = workers >= 0, np.full(k, 1.0 / k)
     population = reference.confusion(np.where(np.eye(k, dtype=bool), 2.0, 1.0 / k)[None])[0]
     rounds = 0
-    while rounds < 10:
+    while rounds < 20:
         rounds += 1
         prior = np.broadcast_to(strength * population, (num_workers, k, k))
         counts = reference.soft_counts(workers, labels, reference.majority_vote(labels, valid, k), num_workers, k)

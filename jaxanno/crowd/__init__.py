@@ -13,6 +13,7 @@ Modules, in the order a fit uses them:
   the population prior's EM);
 * `estimators`: `MajorityVote` and `DawidSkene`, crowd-kit's interface;
 * `evaluation`: accuracy of a fitted model against known labels, beside majority vote's;
+* `results`: a fitted model and its batch as the label command's tables;
 * `batch`: the next HITs for a fitted model (`sampler.draw_hit_items` for the draw).
 """
 
@@ -46,6 +47,7 @@ from jaxanno.crowd.fitting import (
     solve,
     worker_prior_alpha,
 )
+from jaxanno.crowd.results import OUTPUT_FILES, output_frames, task_frame, worker_frame
 from jaxanno.crowd.table import (
     COLUMNS,
     DUPLICATE_POLICIES,
@@ -69,6 +71,7 @@ __all__ = [
     "DAWID_SKENE_RANGES",
     "DUPLICATE_POLICIES",
     "NO_CAP",
+    "OUTPUT_FILES",
     "POOLED_STRENGTH",
     "PRIOR_ROWS",
     "TIE_BREAKS",
@@ -106,8 +109,11 @@ __all__ = [
     "learner_round",
     "next_batch",
     "normalise_rows",
+    "output_frames",
     "population_start",
     "prepare",
     "solve",
+    "task_frame",
+    "worker_frame",
     "worker_prior_alpha",
 ]

@@ -33,7 +33,7 @@ from jaxanno.types import AnnotationState, CrowdStats, LearnerOutput, Params, St
 # matrix, which only the simulator has; 'population' is the crowd's own pooled confusion.
 WORKER_PRIORS = (*(p for p in types.PRIOR_TYPES if not p.startswith("heterogeneous")), "population")
 PRIOR_ROWS = ("scaled", "normalised")  # pseudo-counts x prior_strength, or rows summing to prior_strength
-POPULATION_ROUNDS = 10  # most EM solves of a population-prior fit
+POPULATION_ROUNDS = 20  # most EM solves of a population-prior fit (13 on a hard 3-class sparse set)
 POPULATION_TOL = 1e-3  # ... which stops once no entry of the population confusion moves by more
 MIN_ITERATION_CAPACITY = 128  # smallest static EM capacity: crowd-kit's n_iter=100 and the paper's 10 share it
 
