@@ -3,9 +3,12 @@
     python -m jaxanno.label --labels=labels.csv --out=DIR \\
         [--features=feats.npy --tasks=tasks.txt | --features=feats.npz] [--gold=gold.csv] \\
         [--classes=classes.txt] [--hits=5 --hit_size=40 --assignment=random|greedy] \\
-        [--max_per_worker=2000 --max_per_task=N --risk_thres=0.1] [--model=ds|reference]
+        [--max_per_worker=2000 --max_per_task=N --risk_thres=0.1] [--model=pooled|ds|reference] \\
+        [--evaluate=truth.csv]
 
-Inputs (every key is read as text, so "7" in a CSV matches "7" in a class list):
+Inputs (every key is read as text, so "7" in a CSV matches "7" in a class list; byte-order
+marks and surrounding whitespace are removed, and blank, "NaN" and "<NA>" cells are missing,
+which is an error):
   labels    CSV or Parquet with columns task, worker, label (any number of labels per task).
   features  .npy (T, D) with --tasks (one task per line, row order), or .npz holding
             arrays ``tasks`` (T,) and ``features`` (T, D). Tasks with features but no label
@@ -14,6 +17,11 @@ Inputs (every key is read as text, so "7" in a CSV matches "7" in a class list):
             validation prototypes. Never sent out again.
   classes   one class per line (default: the labels seen, numeric order when all are
             integers, else text order).
+  evaluate  CSV with columns task, label: only scored against (accuracy printed).
+
+Model (--model): 'pooled' (default) is Dawid-Skene with every worker shrunk toward the
+crowd's pooled confusion (`crowd.DawidSkene.pooled`), so one label or two disagreeing ones
+do not make a task confident; 'ds' is crowd-kit's model, 'reference' the paper's.
 
 Outputs, written to DIR only after every input has been read and checked, each file via a
 temporary name and a rename: tasks.csv, workers.csv, worker_confusion.csv, next_batch.csv
@@ -36,13 +44,30 @@ from absl import flags
 
 from jaxanno import compile_cache, crowd, errors
 
-MODELS = ("ds", "reference")
-OUTPUT_FILES = ("tasks.csv", "workers.csv", "worker_confusion.csv", "next_batch.csv")
+MODELS = ("pooled", "ds", "reference")
+OUTPUT_FILES = crowd.OUTPUT_FILES
 _PARQUET = (".parquet", ".pq")
+BOM = "\ufeff"  # a byte-order mark: dropped from every key the readers see
+MISSING_TEXT = ("", "nan", "<na>")  # cells read as missing (compared in lower case, after stripping)
+
+
+def clean_text(values: pd.Series) -> pd.Series:
+    """Keys as the readers keep them: byte-order marks removed, surrounding whitespace
+    stripped, and blank cells and the strings 'NaN' / '<NA>' (any case) missing (NaN)."""
+    text = values.astype(str).str.replace(BOM, "", regex=False).str.strip()
+    return text.where(~text.str.lower().isin(MISSING_TEXT), np.nan)
+
+
+def _parquet_text(values: pd.Series) -> pd.Series:
+    """A Parquet column as the text a CSV of the same table would hold ('4', not '4.0')."""
+    missing = values.isna().to_numpy()
+    if values.dtype.kind == "f" and np.all(missing | (values.fillna(0) % 1 == 0).to_numpy()):
+        values = values.astype("Int64")  # integral floats (a column with gaps) print as integers
+    return values.astype(str).where(~missing, "")
 
 
 def _read_table(path: str, columns: Sequence[str], what: str) -> pd.DataFrame:
-    """A CSV or Parquet file as text columns; errors name the file and what was expected."""
+    """A CSV or Parquet file as text columns (`clean_text`); errors name the file and what was expected."""
     p = pathlib.Path(path)
     if not p.is_file():
         raise ValueError(f"{path}: no such file (expected the {what})")
@@ -50,14 +75,14 @@ def _read_table(path: str, columns: Sequence[str], what: str) -> pd.DataFrame:
         if p.suffix.lower() in _PARQUET:
             frame = pd.read_parquet(p)
         else:
-            frame = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+            frame = pd.read_csv(p, dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.EmptyDataError:
         header = ",".join(columns)
         raise ValueError(f"{path}: empty file; expected a header line {header} and at least one row") from None
     except (ValueError, OSError, pd.errors.ParserError) as err:
         kind = "Parquet" if p.suffix.lower() in _PARQUET else "CSV"
         raise ValueError(f"{path}: cannot read as {kind}: {err}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = [str(c).replace(BOM, "").strip() for c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -66,9 +91,8 @@ def _read_table(path: str, columns: Sequence[str], what: str) -> pd.DataFrame:
     if len(frame) == 0:
         raise ValueError(f"{path}: empty file; expected at least one row after the header")
     out = frame[list(columns)].copy()
-    if p.suffix.lower() in _PARQUET:  # Parquet keeps its dtypes: turn keys into text like the CSV path
-        for col in columns:
-            out[col] = out[col].where(out[col].isna(), out[col].astype(str).str.strip())
+    for col in columns:  # Parquet keeps its dtypes: keys become text as in a CSV
+        out[col] = clean_text(_parquet_text(out[col]) if p.suffix.lower() in _PARQUET else out[col])
     return out
 
 
@@ -87,7 +111,11 @@ def _read_lines(path: str, what: str) -> list[str]:
     p = pathlib.Path(path)
     if not p.is_file():
         raise ValueError(f"{path}: no such file (expected the {what})")
-    lines = [line.strip() for line in p.read_text().splitlines()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    lines = [line.replace(BOM, "").strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
         raise ValueError(f"{path}: empty file; expected the {what}, one per line")
@@ -115,7 +143,7 @@ def load_features(path: str, tasks_path: str | None = None) -> tuple:
                 f"{path}: missing array(s) {missing}; expected arrays tasks and features, found {loaded.files}"
             )
         try:
-            tasks, values = [str(t).strip() for t in loaded["tasks"]], loaded["features"]
+            tasks, values = [str(t).replace(BOM, "").strip() for t in loaded["tasks"]], loaded["features"]
         except ValueError as err:  # object arrays would need pickle, which is never enabled
             raise ValueError(
                 f"{path}: cannot read arrays tasks / features ({err}); save tasks as a string "
@@ -144,56 +172,13 @@ def _class_order(labels: pd.Series) -> list[str]:
         return sorted(unique)
 
 
-def build_model(model: str = "ds", **options: Any) -> crowd.DawidSkene:
-    """'ds': crowd-kit's Dawid-Skene (soft M-step); 'reference': the paper's online model."""
+def build_model(model: str = "pooled", **options: Any) -> crowd.DawidSkene:
+    """'pooled' (default): classic Dawid-Skene with workers shrunk toward the crowd
+    (`DawidSkene.pooled`); 'ds': crowd-kit's Dawid-Skene; 'reference': the paper's online model."""
     if model not in MODELS:
         raise ValueError(f"model: expected one of {MODELS}, found {model!r}")
-    return crowd.DawidSkene.reference(**options) if model == "reference" else crowd.DawidSkene(**options)
-
-
-def task_frame(ds: crowd.DawidSkene) -> pd.DataFrame:
-    """tasks.csv: task, label, prob, risk, confident, n_labels, gold, then p_<class> columns."""
-    table = ds.table_
-    probas = ds.probas_.to_numpy()
-    gold = ds.problem_.gold
-    out = pd.DataFrame(
-        {
-            "task": np.asarray(table.tasks, dtype=object),
-            "label": ds.labels_.to_numpy(),
-            "prob": probas.max(1),
-            "risk": ds.risks_.to_numpy(),
-            "confident": ds.confident_.to_numpy(),
-            "n_labels": table.item_count,
-            "gold": gold.reindex(table.tasks).to_numpy() if gold is not None else None,
-        }
-    )
-    posterior = pd.DataFrame(probas, columns=[f"p_{c}" for c in table.classes])
-    return pd.concat([out, posterior], axis=1)
-
-
-def worker_frame(ds: crowd.DawidSkene, batch: pd.DataFrame) -> pd.DataFrame:
-    """workers.csv: worker, n_labels, accuracy (model), agreement (with labels), in_batch."""
-    table = ds.table_
-    in_batch = batch.groupby("worker").size().reindex(table.workers, fill_value=0).to_numpy()
-    return pd.DataFrame(
-        {
-            "worker": np.asarray(table.workers, dtype=object),
-            "n_labels": table.worker_count,
-            "accuracy": ds.skills_.to_numpy(),
-            "agreement": ds.agreement_.to_numpy(),
-            "in_batch": in_batch,
-        }
-    )
-
-
-def output_frames(ds: crowd.DawidSkene, batch: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """{file name: table} of everything the command writes (see `OUTPUT_FILES`)."""
-    return {
-        "tasks.csv": task_frame(ds),
-        "workers.csv": worker_frame(ds, batch),
-        "worker_confusion.csv": ds.confusion_frame(),
-        "next_batch.csv": batch,
-    }
+    build = {"pooled": crowd.DawidSkene.pooled, "reference": crowd.DawidSkene.reference}.get(model, crowd.DawidSkene)
+    return build(**options)
 
 
 def write_outputs(out: os.PathLike, frames: dict[str, pd.DataFrame]) -> None:
@@ -214,6 +199,26 @@ def write_outputs(out: os.PathLike, frames: dict[str, pd.DataFrame]) -> None:
         os.replace(tmp, out / name)
 
 
+def read_inputs(
+    labels: Any,
+    features: str | None = None,
+    tasks: str | None = None,
+    gold: str | None = None,
+    classes: str | None = None,
+    duplicates: str = "error",
+) -> crowd.Problem:
+    """Every input file read and checked against the others (`crowd.prepare`); see `run`."""
+    name = labels if isinstance(labels, (str, os.PathLike)) else "labels"
+    frame = load_labels(str(labels)) if isinstance(labels, (str, os.PathLike)) else labels
+    class_list = load_classes(classes) if classes else None
+    if class_list is None and isinstance(labels, (str, os.PathLike)):
+        class_list = _class_order(crowd.check_frame(frame, str(name)).label)
+    feats = load_features(features, tasks) if features else None
+    gold_labels = load_gold(gold) if gold else None
+    sources = {"data": str(name), "features": str(features), "gold": str(gold)}
+    return crowd.prepare(frame, gold_labels, feats, class_list, duplicates, sources)
+
+
 def run(
     labels: Any,
     out: os.PathLike | None = None,
@@ -227,10 +232,11 @@ def run(
     max_per_worker: int | None = 2000,
     max_per_task: int | None = None,
     risk_thres: float = 0.1,
-    model: str = "ds",
+    model: str = "pooled",
     duplicates: str = "error",
     seed: int = 0,
     quiet: bool = False,
+    evaluate: str | None = None,
     **model_options: Any,
 ) -> dict[str, Any]:
     """Read, check, fit, choose the next batch, write; the command line's body.
@@ -239,35 +245,32 @@ def run(
       labels: a CSV / Parquet path or a DataFrame (task, worker, label).
       out: output directory (None: write nothing, just return the frames).
       features, tasks, gold, classes: optional file paths (see the module doc).
+      evaluate: optional CSV (task, label) of true labels to score the result against
+        (not used by the fit); the summary gets an 'evaluation' entry.
       model_options: passed to `crowd.DawidSkene` (e.g. n_iter, worker_prior, learner).
     Returns:
       {'summary': dict, 'model': the fitted DawidSkene, 'frames': {file name: DataFrame}}.
     Raises:
-      ValueError: any malformed input, before anything is written.
+      ValueError: any malformed input or setting (settings before any file is read), or a
+        posterior that is not finite; always before anything is written.
     """
-    t0 = time.perf_counter()
-    name = labels if isinstance(labels, (str, os.PathLike)) else "labels"
-    frame = load_labels(str(labels)) if isinstance(labels, (str, os.PathLike)) else labels
-    class_list = load_classes(classes) if classes else None
-    if class_list is None and isinstance(labels, (str, os.PathLike)):
-        class_list = _class_order(crowd.check_frame(frame, str(name)).label)
-    feats = load_features(features, tasks) if features else None
-    gold_labels = load_gold(gold) if gold else None
-    ds = build_model(
-        model, risk_threshold=risk_thres, classes=class_list, duplicates=duplicates, seed=seed, **model_options
-    )
-    ds.check_options()
-    sources = {"data": str(name), "features": str(features), "gold": str(gold)}
-    problem = crowd.prepare(frame, gold_labels, feats, class_list, duplicates, sources)
+    crowd.check_range("", "risk_thres", risk_thres, crowd.DAWID_SKENE_RANGES["risk_threshold"])
     crowd.check_batch_options(hits, hit_size, assignment, max_per_worker, max_per_task, hits_name="hits")
+    ds = build_model(model, risk_threshold=risk_thres, duplicates=duplicates, seed=seed, **model_options)
+    ds.check_options()
+    t0 = time.perf_counter()
+    problem = read_inputs(labels, features, tasks, gold, classes, duplicates)
+    truth = crowd.check_truth(load_gold(evaluate), problem, str(evaluate)) if evaluate else None
     t_read = time.perf_counter()
     ds.fit_prepared(problem)
     batch = crowd.next_batch(ds, hits, hit_size, assignment, max_per_worker, max_per_task, risk_thres, seed)
     t_fit = time.perf_counter()
-    frames = output_frames(ds, batch)
+    frames = crowd.output_frames(ds, batch)
     if out is not None:
         write_outputs(out, frames)
     summary = _summary(ds, batch, assignment, risk_thres, t_read - t0, t_fit - t_read, out)
+    summary["model"] = model
+    summary["evaluation"] = crowd.evaluate(ds, truth, str(evaluate)) if truth is not None else None
     if not quiet:
         print(format_summary(summary))
     return {"summary": summary, "model": ds, "frames": frames}
@@ -285,12 +288,14 @@ def _summary(ds, batch, assignment, risk_thres, read_s, fit_s, out) -> dict[str,
         "slots": int(table.item_count.max()),
         "dropped_duplicates": table.dropped_duplicates,
         "em_iterations": ds.n_iter_,
+        "em_solves": max(ds.population_rounds_, 1),
         "learner": ds.learner_probas_ is not None,
         "confident": int(ds.confident_.sum()),
         "mean_risk": float(risk.mean()),
         "risk_threshold": risk_thres,
         "batch_hits": int(batch.hit.nunique()),
         "batch_tasks": len(batch),
+        "batch_distinct_tasks": int(batch.task.nunique()),
         "batch_workers": int(batch.worker.nunique()),
         "assignment": assignment,
         "read_seconds": round(read_s, 3),
@@ -305,14 +310,26 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{s['labels']} labels from {s['workers']} workers on {s['labelled_tasks']} of {s['tasks']} tasks, "
         f"{s['classes']} classes, up to {s['slots']} labels per task"
         + (f" ({s['dropped_duplicates']} duplicate labels dropped)" if s["dropped_duplicates"] else ""),
-        f"Dawid-Skene: {s['em_iterations']} EM iteration(s)"
+        f"Dawid-Skene ({s.get('model', 'ds')}): {s['em_iterations']} EM iteration(s)"
+        + (f" in the last of {s['em_solves']} solves (population prior)" if s["em_solves"] > 1 else "")
         + (", learner prior from features" if s["learner"] else "")
         + f"; read {s['read_seconds']:.2f}s, fit + batch {s['fit_seconds']:.2f}s",
         f"confident (risk < {s['risk_threshold']}): {s['confident']} / {s['tasks']} "
         f"({s['confident'] / max(s['tasks'], 1):.1%}), mean risk {s['mean_risk']:.3f}",
-        f"next batch ({s['assignment']}): {s['batch_hits']} HIT(s), {s['batch_tasks']} task(s), "
-        f"{s['batch_workers']} worker(s)",
+        f"next batch ({s['assignment']}): {s['batch_hits']} HIT(s) to {s['batch_workers']} worker(s), "
+        f"{s['batch_tasks']} assignment(s) of {s['batch_distinct_tasks']} task(s)",
     ]
+    e = s.get("evaluation")
+    if e:
+        confident = (
+            f"{e['confident_accuracy']:.1%} on the {e['confident_tasks']} confident"
+            if e["confident_tasks"]
+            else "no confident task"
+        )
+        votes = f"; majority vote {e['majority_vote_accuracy']:.1%}" if e["majority_vote_tasks"] else ""
+        lines.append(
+            f"accuracy against {e['source']}: {e['accuracy']:.1%} of {e['tasks']} task(s) ({confident}){votes}"
+        )
     if s["out"]:
         lines.append(f"wrote {', '.join(OUTPUT_FILES)} to {s['out']}")
     return "\n".join(lines)
@@ -335,10 +352,23 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("max_per_task", None, "Cap on a task's labels (default: none).", flag_values=fv)
     flags.DEFINE_float("risk_thres", 0.1, "Tasks with risk below this are confident.", flag_values=fv)
     flags.DEFINE_enum(
-        "model", "ds", list(MODELS), "ds: crowd-kit's Dawid-Skene; reference: the paper's.", flag_values=fv
+        "model",
+        "pooled",
+        list(MODELS),
+        "pooled: Dawid-Skene with workers shrunk toward the crowd; ds: crowd-kit's; reference: the paper's.",
+        flag_values=fv,
     )
     flags.DEFINE_string("worker_prior", None, "None or one of " + ", ".join(crowd.WORKER_PRIORS), flag_values=fv)
-    flags.DEFINE_float("prior_strength", None, "Multiplier of the worker prior's pseudo-counts.", flag_values=fv)
+    flags.DEFINE_float(
+        "prior_strength",
+        None,
+        "Worker prior weight: multiplies its pseudo-counts, or pseudo-labels per confusion row "
+        "(pooled model, --prior_rows=normalised).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "prior_rows", None, list(crowd.PRIOR_ROWS), "scaled or normalised (gold-built priors).", flag_values=fv
+    )
     flags.DEFINE_integer("n_iter", None, "Maximum EM iterations.", flag_values=fv)
     flags.DEFINE_float("tol", None, "EM tolerance.", flag_values=fv)
     flags.DEFINE_boolean("learner", True, "Use a learner prior when --features is given.", flag_values=fv)
@@ -352,6 +382,12 @@ def define_flags(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("seed", 0, "Seed of tie-breaks, the learner and the batch draw.", flag_values=fv)
     flags.DEFINE_boolean("quiet", False, "Print nothing.", flag_values=fv)
+    flags.DEFINE_string(
+        "evaluate",
+        None,
+        "CSV with columns task, label: print the accuracy against it (not used to fit).",
+        flag_values=fv,
+    )
     flags.DEFINE_string("compilation_cache", None, compile_cache.help_text(), flag_values=fv)
     flags.DEFINE_boolean("verbose", False, errors.VERBOSE_HELP, flag_values=fv)
 
@@ -400,7 +436,7 @@ def _main(argv: list[str]) -> int:
     compile_cache.configure(fv.compilation_cache)
     options = {
         name: fv[name].value
-        for name in ("prior_strength", "n_iter", "tol", "learner_epochs")
+        for name in ("prior_strength", "prior_rows", "n_iter", "tol", "learner_epochs")
         if fv[name].value is not None
     }
     if fv.worker_prior is not None:
@@ -423,6 +459,7 @@ def _main(argv: list[str]) -> int:
             duplicates=fv.duplicates,
             seed=fv.seed,
             quiet=fv.quiet,
+            evaluate=fv.evaluate,
             learner="mlp" if fv.learner else None,
             **options,
         )

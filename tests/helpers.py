@@ -37,3 +37,23 @@ def simulate_labels(
     tasks = np.repeat(np.arange(num_tasks), labels_per_task)
     frame = pd.DataFrame({"task": tasks, "worker": worker.ravel(), "label": label.ravel()})
     return frame, pd.Series(truth, index=pd.Index(np.arange(num_tasks), name="task"), name="label")
+
+
+def sparse_labels(
+    num_tasks: int,
+    num_workers: int,
+    num_classes: int,
+    seed: int = 0,
+    max_labels: int = 3,
+    accuracy: tuple[float, float] = (0.55, 0.95),
+) -> tuple[pd.DataFrame, pd.Series]:
+    """A sparse project: `simulate_labels` with `max_labels` per task, of which every task
+    keeps its first 1..max_labels (uniformly many), as when most tasks were asked once.
+
+    Returns:
+      (labels DataFrame with columns task, worker, label; gold Series task -> label).
+    """
+    frame, gold = simulate_labels(num_tasks, num_workers, num_classes, max_labels, seed=seed, accuracy=accuracy)
+    keep = np.random.default_rng([seed, 1]).integers(1, max_labels + 1, size=num_tasks)
+    slot = frame.groupby("task").cumcount().to_numpy()
+    return frame[slot < keep[frame.task.to_numpy()]].reset_index(drop=True), gold

@@ -262,7 +262,7 @@ def test_unknown_options_are_named_before_any_input_is_read():
     ]:
         with pytest.raises(ValueError, match=match):
             crowd.DawidSkene(**options).fit(labels)
-    with pytest.raises(ValueError, match=r"hit_size: expected an integer >= 1, found 0"):
+    with pytest.raises(ValueError, match=r"hit_size=0: expected an integer in \[1, 2\*\*31 - 1\]"):
         crowd.next_batch(crowd.DawidSkene().fit(labels), hit_size=0)
 
 

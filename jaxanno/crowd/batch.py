@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,12 +23,11 @@ import pandas as pd
 from flax import struct
 
 from jaxanno import em, ops, sampler
+from jaxanno.crowd import checks
+from jaxanno.crowd.estimators import DawidSkene, MajorityVote
 from jaxanno.crowd.fitting import host_key
 from jaxanno.crowd.table import bucket_pow2
 from jaxanno.types import AnnotationState
-
-if TYPE_CHECKING:
-    from jaxanno.crowd.estimators import DawidSkene
 
 ASSIGNMENTS = ("random", "greedy")
 NO_CAP = 2**30  # "unlimited" for integer caps that must stay int32
@@ -88,16 +87,24 @@ def check_batch_options(
     max_per_worker: Any,
     max_per_task: Any,
     hits_name: str = "n_hits",
+    risk_threshold: Any = None,
 ) -> None:
-    """Raise ValueError naming the option (`hits_name` for the HIT count) for a bad value."""
+    """Raise ValueError naming the option (`hits_name` for the HIT count) for a bad value.
+
+    Counts are integers (never truncated) below the int32 limit of the batch's counters;
+    caps are None (no cap) or at most `NO_CAP`; a threshold is a number in (0, 1).
+    """
     if assignment not in ASSIGNMENTS:
         raise ValueError(f"assignment: expected one of {ASSIGNMENTS}, found {assignment!r}")
-    for name, value in ((hits_name, n_hits), ("hit_size", hit_size)):
-        if value is None or int(value) < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, found {value}")
+    size = checks.Range(1, checks.INT32_MAX, integer=True, why="int32 counters; capped at the worker / task count")
+    checks.check_range("", hits_name, n_hits, size)
+    checks.check_range("", "hit_size", hit_size, size)
+    cap = checks.Range(0, NO_CAP, integer=True, why="int32 counters; None means no cap")
     for name, value in (("max_per_worker", max_per_worker), ("max_per_task", max_per_task)):
-        if value is not None and int(value) < 0:
-            raise ValueError(f"{name}: expected an integer >= 0 (or None for no cap), found {value}")
+        if value is not None:
+            checks.check_range("", name, value, cap)
+    if risk_threshold is not None:
+        checks.check_range("", "risk_threshold", risk_threshold, checks.PROBABILITY_THRESHOLD)
 
 
 def _workers_present(slot_workers: jax.Array, lane_mask: jax.Array, num_workers: int) -> jax.Array:
@@ -225,12 +232,16 @@ def next_batch(
       risk_threshold: tasks at or below this risk are not sent (default: the model's).
     Returns:
       DataFrame with columns hit (0..), worker, task, risk, expected_accuracy, one row per
-      task sent; HITs that got no task are left out and the rest renumbered.
+      task sent; HITs that got no task are left out and the rest renumbered. `n_hits` is
+      capped at the worker count (HITs go to distinct workers) and `hit_size` at the task
+      count, which keeps the program's shapes within the data.
     """
-    check_batch_options(n_hits, hit_size, assignment, max_per_worker, max_per_task)
+    check_fitted(model)
+    check_batch_options(n_hits, hit_size, assignment, max_per_worker, max_per_task, risk_threshold=risk_threshold)
     table = model.table_
     n_pad = int(model.posterior_.shape[0])
     w_pad = int(model.alpha_.shape[0])
+    n_hits, hit_size = min(int(n_hits), table.num_workers), min(int(hit_size), table.num_items)
     static = BatchStatic(
         max_hits=bucket_pow2(n_hits), max_hit_size=bucket_pow2(hit_size), greedy=assignment == "greedy"
     )
@@ -249,6 +260,19 @@ def next_batch(
         static, limits, table.annotations, model.posterior_, model.alpha_, item_ok, worker_ok, host_key(seed)
     )
     return _batch_frame(model, jax.device_get(batch))
+
+
+def check_fitted(model: Any) -> None:
+    """Raise a ValueError unless `model` is a fitted `DawidSkene` (what `next_batch` needs)."""
+    if isinstance(model, MajorityVote):
+        raise ValueError(
+            "next_batch: model is a MajorityVote, which has no worker confusion matrices to choose workers by; "
+            "fit a DawidSkene (e.g. DawidSkene.pooled()) and pass that"
+        )
+    if not isinstance(model, DawidSkene):
+        raise ValueError(f"next_batch: model: expected a fitted DawidSkene, found {type(model).__name__}")
+    if getattr(model, "posterior_", None) is None:
+        raise ValueError("next_batch: the DawidSkene is not fitted yet; call its fit(labels) first")
 
 
 def _batch_frame(model: DawidSkene, batch: Batch) -> pd.DataFrame:

@@ -10,7 +10,9 @@
 With its defaults `DawidSkene` is crowd-kit's model (soft M-step, learned class prior,
 majority-vote start, ELBO stopping rule with the same 1e-10 clipping) and returns the same
 posteriors up to float32 rounding. `DawidSkene.reference()` is the paper's online model
-instead (hard M-step, Dirichlet worker prior, uniform class prior). Extras: ``risks_``
+instead (hard M-step, Dirichlet worker prior, uniform class prior), and
+`DawidSkene.pooled()` classic Dawid-Skene with every worker shrunk toward the crowd's
+pooled confusion (the label command's default). Extras: ``risks_``
 (1 - max posterior), ``confident_``, per-worker ``skills_`` (expected accuracy) and an
 optional learner prior from task features (jaxanno.learner, with gold tasks as its
 validation prototypes). The compiled programs are in `jaxanno.crowd.fitting`.
@@ -27,9 +29,12 @@ import numpy as np
 import pandas as pd
 
 from jaxanno import dawid_skene, learner, types
+from jaxanno.crowd import checks
 from jaxanno.crowd.fitting import (
+    PRIOR_ROWS,
     WORKER_PRIORS,
     Fit,
+    fit_population_prior,
     host_key,
     iteration_capacity,
     learner_inputs,
@@ -40,7 +45,9 @@ from jaxanno.crowd.fitting import (
 from jaxanno.crowd.table import FeatureInput, LabelTable, Problem, encode, prepare
 from jaxanno.types import EMStatic, LearnerStatic, Params, Static, make_params
 
+TIE_BREAKS = ("first_seen", "class_order")  # MajorityVote: which label wins a tied vote
 AUTO_VAL_PER_CLASS = 10  # validation rows per class moved from training when there is no gold
+POOLED_STRENGTH = 20.0  # pseudo-labels per confusion row of `DawidSkene.pooled`
 _majority_vote = jax.jit(dawid_skene.majority_vote, static_argnums=1)
 
 
@@ -50,7 +57,7 @@ def _proba_frame(posterior: np.ndarray, tasks: pd.Index, classes: pd.Index) -> p
 
 
 def _labels_series(posterior: np.ndarray, tasks: pd.Index, classes: pd.Index) -> pd.Series:
-    """Most probable class per task; ties go to the first class in class order (crowd-kit)."""
+    """Most probable class per task; an exact tie goes to the first class in class order."""
     return pd.Series(classes[posterior.argmax(1)], index=pd.Index(tasks, name="task"), name="agg_label")
 
 
@@ -62,24 +69,33 @@ def _agreement(table: LabelTable, label_codes: np.ndarray) -> np.ndarray:
 
 
 class MajorityVote:
-    """Majority vote, as crowd-kit's: probas_ are vote shares, ties go to the first class.
+    """Majority vote, as crowd-kit's: probas_ are vote shares.
 
-    Attributes after `fit`: ``labels_`` (Series by task), ``probas_`` (task x label),
-    ``skills_`` (each worker's agreement with ``labels_``), ``risks_`` (1 - max share).
+    Ties go to the label seen first in the data (``ties='first_seen'``), which is what
+    crowd-kit 1.4.2 does under pandas >= 3 (its column order is pandas' ``value_counts``
+    order, first appearance since pandas 3); ``ties='class_order'`` gives the first class
+    in class order instead, crowd-kit's result under pandas 2.
+
+    Attributes after `fit`: ``labels_`` (Series by task), ``probas_`` (task x label, class
+    order), ``skills_`` (each worker's agreement with ``labels_``), ``risks_`` (1 - max share).
     """
 
-    def __init__(self, classes: Iterable[Any] | None = None, duplicates: str = "error"):
+    def __init__(self, classes: Iterable[Any] | None = None, duplicates: str = "error", ties: str = "first_seen"):
         self.classes = classes
         self.duplicates = duplicates
+        self.ties = ties
 
     def fit(self, data: pd.DataFrame) -> MajorityVote:
+        types.check_option("MajorityVote", "ties", self.ties, TIE_BREAKS)
         table = encode(data, self.classes, self.duplicates)
         shares = np.asarray(_majority_vote(table.annotations, len(table.classes)))[: table.num_items]
+        order = _tie_order(table, self.ties)
+        label_codes = order[shares[:, order].argmax(1)]  # the first maximum in `order`
         self.table_ = table
         self.probas_ = _proba_frame(shares, table.tasks, table.classes)
-        self.labels_ = _labels_series(shares, table.tasks, table.classes)
+        self.labels_ = pd.Series(table.classes[label_codes], index=self.probas_.index, name="agg_label")
         self.risks_ = pd.Series(1.0 - shares.max(1), index=self.probas_.index, name="risk")
-        agreement = _agreement(table, shares.argmax(1))
+        agreement = _agreement(table, label_codes)
         self.skills_ = pd.Series(agreement, index=pd.Index(table.workers, name="worker"), name="skill")
         return self
 
@@ -88,6 +104,15 @@ class MajorityVote:
 
     def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
         return self.fit(data).probas_
+
+
+def _tie_order(table: LabelTable, ties: str) -> np.ndarray:
+    """(K,) class codes in order of preference on a tie: first seen in the labels, or class order."""
+    k = len(table.classes)
+    if ties == "class_order":
+        return np.arange(k)
+    seen = pd.unique(table.label_code)
+    return np.concatenate([seen, np.setdiff1d(np.arange(k), seen)]).astype(np.int64)
 
 
 class DawidSkene:
@@ -106,8 +131,13 @@ class DawidSkene:
       criterion: 'elbo' (crowd-kit), 'soft' (|change of mean label likelihood|) or 'hard'
         (no argmax changes).
       worker_prior: None, 'predefined_homegeneous' (diagonal `prior_pos_count`,
-        off-diagonal `prior_neg_count` / K) or 'homegeneous_workers*' (built from the
-        labels on gold tasks); pseudo-counts are multiplied by `prior_strength`.
+        off-diagonal `prior_neg_count` / K), 'homegeneous_workers*' (built from the
+        labels on gold tasks) or 'population' (the crowd's pooled confusion, re-estimated
+        with the fit; see `fitting.fit_population_prior`).
+      prior_strength, prior_rows: with prior_rows='scaled' the pseudo-counts are
+        multiplied by `prior_strength` (so priors counted on gold grow with the gold set);
+        with 'normalised' every row is rescaled to sum to `prior_strength` pseudo-labels.
+        A 'population' prior always has rows of `prior_strength` pseudo-labels.
       log_epsilon: added inside log p(z | y) (reference 1e-8; crowd-kit 0).
       final_e_step: report the posterior of one more E-step with the final counts (the
         reference) instead of the last EM E-step's (crowd-kit). Always done with a learner.
@@ -134,6 +164,7 @@ class DawidSkene:
         criterion: str = "elbo",
         worker_prior: str | None = None,
         prior_strength: float = 10.0,
+        prior_rows: str = "scaled",
         prior_pos_count: float = 2.0,
         prior_neg_count: float = 1.0,
         log_epsilon: float = 0.0,
@@ -150,7 +181,7 @@ class DawidSkene:
     ):
         self.n_iter, self.tol = n_iter, tol
         self.m_step, self.class_prior, self.init, self.criterion = m_step, class_prior, init, criterion
-        self.worker_prior, self.prior_strength = worker_prior, prior_strength
+        self.worker_prior, self.prior_strength, self.prior_rows = worker_prior, prior_strength, prior_rows
         self.prior_pos_count, self.prior_neg_count = prior_pos_count, prior_neg_count
         self.log_epsilon, self.final_e_step, self.risk_threshold = log_epsilon, final_e_step, risk_threshold
         self.classes, self.duplicates = classes, duplicates
@@ -177,18 +208,30 @@ class DawidSkene:
         )
         return cls(**{**settings, **overrides})
 
-    def check_options(self) -> None:
-        """Raise ValueError for an unknown option value (before any input is read).
+    @classmethod
+    def pooled(cls, **overrides: Any) -> DawidSkene:
+        """Classic Dawid-Skene (soft M-step, majority-vote start, ELBO) whose workers are
+        shrunk toward the crowd: a 'population' prior of `POOLED_STRENGTH` pseudo-labels
+        per confusion row and a uniform class prior. A worker with few labels counts as
+        an average worker, so one or two labels do not make a task confident, and greedy
+        assignment ranks workers by these shrunk estimates. The label command's default."""
+        settings = dict(class_prior="uniform", worker_prior="population", prior_strength=POOLED_STRENGTH)
+        return cls(**{**settings, **overrides})
 
-        The EM options are checked by `EMStatic` itself, the others with
-        `types.check_option` against the tuples of `jaxanno.types`.
+    def check_options(self) -> None:
+        """Raise ValueError for an unknown option value or a number out of range (before
+        any input is read).
+
+        The EM options are checked by `EMStatic` itself, the other strings with
+        `types.check_option` against the tuples of `jaxanno.types`, numbers by
+        `checks.check_dawid_skene` (every range and its reason are in `checks`).
         """
+        checks.check_dawid_skene(self)
         self._em_options()
         types.check_option("DawidSkene", "learner", self.learner, ("mlp", None))
         types.check_option("DawidSkene", "learner_semi_supervised", self.learner_semi_supervised, types.SEMI_SUPERVISED)
         types.check_option("DawidSkene", "worker_prior", self.worker_prior, (None, *WORKER_PRIORS))
-        for name in ("n_iter", "learner_rounds", "learner_epochs"):
-            types.check_at_least("DawidSkene", name, getattr(self, name), 1)
+        types.check_option("DawidSkene", "prior_rows", self.prior_rows, PRIOR_ROWS)
 
     def _em_options(self) -> EMStatic:
         return EMStatic(
@@ -272,16 +315,27 @@ class DawidSkene:
         return self.fit_prepared(problem)
 
     def fit_prepared(self, problem: Problem) -> DawidSkene:
-        """`fit` on inputs already checked and converted by `prepare` (the command line's path)."""
+        """`fit` on inputs already checked and converted by `prepare` (the command line's path).
+
+        Raises:
+          ValueError: the settings are out of range, or the fit's posterior is not finite
+            (see `check_finite`): no NaN ever reaches ``probas_``.
+        """
+        self.check_options()
         table = problem.table
         static, params = self.em_static(table), self.em_params()
         key = host_key(self.seed)
-        prior = worker_prior_alpha(static, params, self.worker_prior, table, problem.gold_codes)
         gold = jax.device_put(problem.gold_codes)
         limit = jax.device_put(np.int32(self.n_iter))
         use_learner = self.learner is not None and problem.features is not None
         final = self.final_e_step or use_learner
-        fit = solve(static, params, table.annotations, prior, None, gold, key, limit, final_e_step=final)
+        self.population_, self.population_rounds_ = None, 0
+        if self.worker_prior == "population":
+            pooled = fit_population_prior(static, params, table.annotations, gold, key, limit, table.num_workers, final)
+            fit, prior, self.population_, self.population_rounds_ = pooled  # the last solve, its prior, P, solves
+        else:
+            prior = worker_prior_alpha(static, params, self.worker_prior, table, problem.gold_codes, self.prior_rows)
+            fit = solve(static, params, table.annotations, prior, None, gold, key, limit, final_e_step=final)
         probs = None
         if use_learner:
             lstatic = self._learner_static(static, problem)
@@ -292,8 +346,33 @@ class DawidSkene:
                 fit, output = learner_round(static, lstatic, params, table.annotations, prior, gold, inputs, fit,
                                             output, key, np.int32(r), limit, resolve=r + 1 < rounds)  # fmt: skip
             probs = np.asarray(output.probs)
-        self._store(problem, jax.device_get(fit), fit, probs)
+        host = jax.device_get(fit)
+        self.check_finite(host, table.num_items, use_learner)
+        self._store(problem, host, fit, probs)
+        self.prior_alpha_ = np.asarray(prior)[: table.num_workers]
         return self
+
+    def check_finite(self, host: Fit, num_items: int, used_learner: bool) -> None:
+        """Raise a ValueError naming the likely settings when a posterior is NaN or inf.
+
+        Range checks keep every setting finite, but pseudo-counts can still overflow
+        float32 in sums (e.g. prior_strength x prior_pos_count above 3.4e38), and a learner
+        can diverge on features of huge magnitude; a NaN posterior would otherwise read as
+        label 0 with risk NaN, which no threshold test ever calls unconfident.
+        """
+        bad = ~np.isfinite(host.posterior[:num_items]).all(1)
+        if not bad.any():
+            return
+        settings = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in ("worker_prior", "prior_strength", "prior_pos_count", "prior_neg_count", "log_epsilon")
+        )
+        learner_hint = "; or the learner diverged: scale the features to unit size" if used_learner else ""
+        raise ValueError(
+            f"DawidSkene.fit: the posterior of {int(bad.sum())} of {num_items} task(s) is not finite (NaN or inf), "
+            f"so no label can be read from it; likely cause: pseudo-counts overflowing float32 ({settings}): "
+            f"keep prior_strength x the prior's counts far below 3.4e38{learner_hint}"
+        )
 
     def _store(self, problem: Problem, host: Fit, device: Fit, learner_probs: np.ndarray | None) -> None:
         """Fit results to crowd-kit-style pandas attributes (real rows and workers only)."""

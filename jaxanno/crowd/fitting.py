@@ -30,8 +30,11 @@ from jaxanno.crowd.table import LabelTable, Problem
 from jaxanno.types import AnnotationState, CrowdStats, LearnerOutput, Params, Static
 
 # Worker priors a crowd fit can build: the 'heterogeneous_*' types need each worker's true
-# matrix, which only the simulator has.
-WORKER_PRIORS = tuple(p for p in types.PRIOR_TYPES if not p.startswith("heterogeneous"))
+# matrix, which only the simulator has; 'population' is the crowd's own pooled confusion.
+WORKER_PRIORS = (*(p for p in types.PRIOR_TYPES if not p.startswith("heterogeneous")), "population")
+PRIOR_ROWS = ("scaled", "normalised")  # pseudo-counts x prior_strength, or rows summing to prior_strength
+POPULATION_ROUNDS = 20  # most EM solves of a population-prior fit (13 on a hard 3-class sparse set)
+POPULATION_TOL = 1e-3  # ... which stops once no entry of the population confusion moves by more
 MIN_ITERATION_CAPACITY = 128  # smallest static EM capacity: crowd-kit's n_iter=100 and the paper's 10 share it
 
 
@@ -180,18 +183,37 @@ def gold_confusion_counts(table: LabelTable, gold_codes: np.ndarray) -> np.ndarr
 _prior_alpha = jax.jit(workers.prior_alpha, static_argnums=0)
 
 
+def normalise_rows(alpha: np.ndarray, total: float) -> np.ndarray:
+    """(..., K, K) pseudo-counts with every row rescaled to sum to `total` (all-zero rows stay 0)."""
+    alpha = np.asarray(alpha, np.float64)
+    sums = alpha.sum(-1, keepdims=True)
+    return (alpha * (total / np.where(sums > 0, sums, 1.0))).astype(np.float32)
+
+
 def worker_prior_alpha(
-    static: Static, params: Params, prior: str | None, table: LabelTable, gold_codes: np.ndarray
+    static: Static,
+    params: Params,
+    prior: str | None,
+    table: LabelTable,
+    gold_codes: np.ndarray,
+    rows: str = "scaled",
 ) -> jax.Array:
     """(W, K, K) Dirichlet pseudo-counts of every worker (zeros without a prior).
 
     'predefined_homegeneous' needs nothing; the 'homegeneous_workers*' types are built by
-    `workers.prior_alpha` from the crowd's global confusion, here counted on gold tasks.
+    `workers.prior_alpha` from the crowd's global confusion, here counted on gold tasks, so
+    with ``rows='scaled'`` (pseudo-counts x prior_strength) their weight grows with the
+    gold set; ``rows='normalised'`` rescales every row to sum to prior_strength instead.
+    'population' is fitted, not built: see `fit_population_prior` (here: its start).
     """
     shape = (static.num_workers, static.num_classes, static.num_classes)
     if prior is None:
         return jax.device_put(np.zeros(shape, np.float32))
     types.check_option("DawidSkene", "worker_prior", prior, WORKER_PRIORS)
+    types.check_option("DawidSkene", "prior_rows", rows, PRIOR_ROWS)
+    strength = float(np.asarray(params.prior_strength))
+    if prior == "population":
+        return jax.device_put(np.broadcast_to(strength * population_start(static.num_classes), shape))
     global_counts = gold_confusion_counts(table, gold_codes)
     if prior != "predefined_homegeneous" and global_counts.sum() == 0:
         raise ValueError(
@@ -207,4 +229,58 @@ def worker_prior_alpha(
         global_counts=global_counts,
     )
     static = dataclasses.replace(static, prior_type=prior)
-    return _prior_alpha(static, params, jax.device_put(crowd), jax.device_put(np.zeros(shape, np.float32)))
+    alpha = _prior_alpha(static, params, jax.device_put(crowd), jax.device_put(np.zeros(shape, np.float32)))
+    return jax.device_put(normalise_rows(alpha, strength)) if rows == "normalised" else alpha
+
+
+def population_start(num_classes: int) -> np.ndarray:
+    """(K, K) the population confusion a 'population' fit starts from: the rows of
+    'predefined_homegeneous' (diagonal 2, off-diagonal 1/K), normalised."""
+    k = num_classes
+    return normalise_rows(np.where(np.eye(k, dtype=bool), 2.0, 1.0 / k), 1.0)
+
+
+class PopulationFit(NamedTuple):
+    """A fit under the 'population' worker prior (host arrays but `fit`)."""
+
+    fit: Fit  # the last EM solve
+    prior_alpha: jax.Array  # (W, K, K) the prior of that solve: prior_strength x population
+    population: np.ndarray  # (K, K) pooled confusion p(given | true) of the whole crowd
+    rounds: int  # EM solves run
+
+
+def fit_population_prior(
+    static: Static,
+    params: Params,
+    annotations: AnnotationState,
+    gold: jax.Array,
+    key: jax.Array,
+    max_iterations: jax.Array,
+    num_workers: int,
+    final_e_step: bool = False,
+) -> PopulationFit:
+    """EM under an empirical-Bayes worker prior: every worker's rows start from the crowd's.
+
+    Worker j's pseudo-counts are ``prior_strength * P``, P the population confusion (rows
+    sum to 1), so its estimate of p(z | y) is (counts_j[y, z] + m P[y, z]) / (n_jy + m):
+    a worker with few labels of class y stays near the population, one with many is
+    estimated from its own labels. P is re-estimated from the pooled counts of all real
+    workers after each EM solve (`solve`, the same compiled program every time), from
+    `population_start`, until no entry moves by more than `POPULATION_TOL` (at most
+    `POPULATION_ROUNDS` solves): a fixed point of the hierarchical model's EM.
+
+    Args:
+      num_workers: real workers (padded ones have no labels and do not count).
+    """
+    w, k = static.num_workers, static.num_classes
+    strength = float(np.asarray(params.prior_strength))
+    population, rounds, moved = population_start(k), 0, np.inf
+    while rounds < POPULATION_ROUNDS and moved >= POPULATION_TOL:
+        prior = jax.device_put(np.broadcast_to(strength * population, (w, k, k)).astype(np.float32))
+        fit = solve(static, params, annotations, prior, None, gold, key, max_iterations, final_e_step=final_e_step)
+        pooled = np.asarray(fit.solution.counts, np.float64)[:num_workers].sum(0)
+        seen = pooled.sum(-1, keepdims=True) > 0  # a class no label was ever credited to keeps its row
+        updated = np.where(seen, normalise_rows(pooled, 1.0), population)
+        moved = float(np.abs(updated - population).max())
+        population, rounds = updated, rounds + 1
+    return PopulationFit(fit=fit, prior_alpha=prior, population=population, rounds=rounds)

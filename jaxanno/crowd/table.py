@@ -21,6 +21,11 @@ no label and are masked out downstream.
 Duplicates: a worker who labelled the same task more than once is an error by default;
 ``duplicates='keep_last' | 'keep_first'`` keeps one of the labels and ``'keep_all'`` keeps
 them all as independent labels (what crowd-kit does silently).
+
+Types: ids and labels are taken exactly as given, so a column that mixes text and numbers
+(task ``5`` and ``'5'``, label ``0`` and ``'0'``) would silently hold two different keys;
+it is refused, with examples of both kinds (`check_one_type`). Missing values (NaN, None)
+are refused as well.
 """
 
 from __future__ import annotations
@@ -83,10 +88,35 @@ def check_frame(data: Any, source: str = "data") -> pd.DataFrame:
         if empty.any():
             rows = np.flatnonzero(empty)[:5].tolist()
             raise ValueError(
-                f"{source}: column '{col}' has {int(empty.sum())} empty value(s) "
-                f"(first at row(s) {rows}); expected a value in every row"
+                f"{source}: column '{col}' has {int(empty.sum())} empty value(s) (blank, NaN or None; "
+                f"first at row(s) {rows}); expected a value in every row"
             )
+        check_one_type(frame[col], f"{source}: column '{col}'")
     return frame
+
+
+def check_one_type(values: Any, what: str) -> None:
+    """Raise a ValueError when `values` mix text and numbers (``5`` and ``'5'`` are two keys).
+
+    Args:
+      values: a Series, Index or list of ids or labels; `what` names it in the message.
+    """
+    values = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = pd.Series(values.cat.categories)
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("mixed", "mixed-integer"):
+        return
+    is_text = values.map(lambda v: isinstance(v, str)).to_numpy(bool)
+    text, other = pd.unique(values[is_text]), pd.unique(values[~is_text])
+    clash = [_plain(v) for v in other if str(_plain(v)) in set(text)]
+    if clash:
+        found = ", ".join(f"{v!r} and {str(v)!r}" for v in clash[:2]) + ", which would be different keys"
+    else:
+        found = f"{_plain(other[0])!r} and {text[0]!r}"
+    raise ValueError(
+        f"{what} mixes text and numbers ({int(is_text.sum())} text, {int((~is_text).sum())} other value(s); "
+        f"e.g. {found}); expected one type per column: convert it, e.g. with .astype(str)"
+    )
 
 
 def _sorted_unique(values: pd.Series) -> pd.Index:
@@ -103,6 +133,7 @@ def class_index(classes: Iterable[Any] | None, labels: pd.Series, source: str = 
     if classes is None:
         return _sorted_unique(labels)
     index = pd.Index(list(classes))
+    check_one_type(list(classes), "classes")
     if len(index) == 0:
         raise ValueError("classes: expected at least one class, found an empty list")
     if index.has_duplicates:
@@ -294,6 +325,8 @@ def check_gold(true_labels: Any, tasks: pd.Index, classes: pd.Index, source: str
     gold = pd.Series(true_labels)
     if gold.isna().any():
         raise ValueError(f"{source}: {int(gold.isna().sum())} gold task(s) have no label; expected a label for each")
+    check_one_type(gold.index.to_series(), f"{source}: tasks")
+    check_one_type(gold, f"{source}: labels")
     if gold.index.has_duplicates:
         raise ValueError(
             f"{source}: expected one gold label per task, found repeated task(s) "
