@@ -167,9 +167,7 @@ def main() -> None:
             flush=True,
         )
         # rewritten after every dataset, so an interrupted run keeps what it measured
-        common.write_results(
-            out, f"crowd_fit{suffix}", {"environment": env, "results": rows}, _markdown(rows, env)
-        )
+        common.write_results(out, f"crowd_fit{suffix}", {"environment": env, "results": rows}, _markdown(rows, env))
     print(f"wrote {out}/crowd_fit{suffix}.json and .md")
 
 
