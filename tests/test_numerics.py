@@ -66,3 +66,31 @@ def test_zero_prior_strength_with_majority_vote_start_recovers_perfect_labels():
     labelled = np.asarray(final.annotations.item_count) > 0
     truth = np.asarray(data.labels[: static.num_items])
     assert (np.asarray(final.em.posterior).argmax(-1)[labelled] == truth[labelled]).all()
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("budget", 4294967326, "Params.budget=4294967326: expected a whole number in [-2147483648, 2147483647]"),
+        ("budget", 2**31, "Params.budget=2147483648"),
+        ("max_annotation_per_worker", 4294967302, "Params.max_annotation_per_worker=4294967302"),
+        ("budget", np.array([30.7, 1e12]), "Params.budget=30.7: expected a whole number"),
+        ("budget", np.array([30, 2**40]), "Params.budget=1099511627776"),
+        ("budget", float("nan"), "Params.budget=nan"),
+        ("budget", True, "Params.budget=True: expected a number"),
+        ("prior_strength", float("inf"), "Params.prior_strength=inf: expected a finite number"),
+        ("prior_strength", 1e40, "Params.prior_strength=1e+40: expected a finite number (stored as float32"),
+        ("lr_ratio", np.array([1e-4, np.nan]), "Params.lr_ratio=nan"),
+        ("risk_threshold", "0.1", "Params.risk_threshold='0.1': expected a number"),
+    ],
+)
+def test_make_params_refuses_what_a_cast_would_change(field, value, fragment):
+    with pytest.raises(ValueError) as err:
+        types.make_params(**{field: value})
+    assert fragment in str(err.value)
+
+
+def test_make_params_keeps_values_at_the_limits():
+    p = types.make_params(host=True, budget=np.array([2**31 - 1, 0, 30.0]), prior_strength=3e38)
+    np.testing.assert_array_equal(p.budget, [2**31 - 1, 0, 30])
+    assert p.budget.dtype == np.int32 and np.isfinite(p.prior_strength)
