@@ -168,8 +168,10 @@ def _write_results(problem, out, frame, runs, compiles, wall: float, report: boo
 def run_launch(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, report: bool = True) -> int:
     """Run a launch end to end and write its workdir; returns a process exit code.
 
-    Bad settings are reported before anything compiles or is written. In a multi-process
-    run every process computes its lanes and process 0 writes the results.
+    Bad settings are reported before anything compiles or is written (exit 2). A run whose
+    beliefs became non-finite stops with ``numerical_error``; the results are written and
+    the exit code is 3. In a multi-process run every process computes its lanes and
+    process 0 writes the results.
     """
     try:
         problem = experiment.prepare(cfg)
@@ -194,4 +196,7 @@ def run_launch(cfg: config_dict.ConfigDict, workdir: str, quiet: bool = False, r
     runs = results.runs_frame(final, frame, problem.seeds, problem.points, problem.static.num_items)
     if distributed.is_main():
         _write_results(problem, out, frame, runs, compiles, time.perf_counter() - t0, report)
-    return 0
+    failure = results.numerical_error_message(runs)  # results are written, but not usable
+    if failure and distributed.is_main():
+        print(f"error: {failure}", file=sys.stderr)
+    return 3 if failure else 0

@@ -282,7 +282,15 @@ class StopperState:
     fired_cost: jax.Array  # () i32, labels collected when it first fired, -1 if never
 
 
-STOP_REASONS = ("running", "all_confident_or_full", "budget_spent", "no_worker_left", "early_stop")
+# Indices are stored in states and checkpoints: new reasons go at the end.
+STOP_REASONS = (
+    "running",
+    "all_confident_or_full",
+    "budget_spent",
+    "no_worker_left",
+    "early_stop",
+    "numerical_error",  # the posterior, EM counts or learner probabilities became NaN or infinite
+)
 
 
 @struct.dataclass

@@ -1,15 +1,20 @@
-"""Edge cases never produce NaN or inf: prior strength 0 and 1e6, no labels at all,
-perfect and adversarial workers, one class dominating (with and without a learner)."""
+"""Numerics: edge cases never produce NaN or inf (prior strength 0 and 1e6, no labels at
+all, perfect and adversarial workers, one class dominating, with and without a learner); a
+run whose state does become non-finite stops with ``numerical_error`` and the launch fails;
+integer settings never wrap; ``run.max_steps`` is exact."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
-from jaxanno import sim, types
+from configs import test as test_config
+from jaxanno import config, runner, sim, types
 from tests.conftest import tiny_dataset, tiny_learner, tiny_static
 
 LEARNER = tiny_learner(max_epochs=10)
@@ -94,3 +99,47 @@ def test_make_params_keeps_values_at_the_limits():
     p = types.make_params(host=True, budget=np.array([2**31 - 1, 0, 30.0]), prior_strength=3e38)
     np.testing.assert_array_equal(p.budget, [2**31 - 1, 0, 30])
     assert p.budget.dtype == np.int32 and np.isfinite(p.prior_strength)
+
+
+_POISONED = {
+    "log_epsilon=-1": types.make_params(log_epsilon=-1.0),
+    "prior_strength=1e38": types.make_params(prior_strength=1e38),
+    "prior_strength=inf": types.make_params().replace(prior_strength=jnp.float32(jnp.inf)),
+}
+
+
+@pytest.mark.parametrize("with_learner", [False, True])
+@pytest.mark.parametrize("case", sorted(_POISONED))
+def test_a_run_that_turns_non_finite_stops_with_numerical_error(case, with_learner):
+    static = tiny_static(learner=LEARNER if with_learner else None)
+    final, m = _simulate(static, _POISONED[case], tiny_dataset(static), jax.random.key(0), 8)
+    assert types.STOP_REASONS[int(final.stop_reason)] == "numerical_error" and bool(final.done)
+    active = np.asarray(m.active)
+    broke = int(final.step)  # the state of the step that broke is kept, then frozen
+    np.testing.assert_array_equal(active, np.arange(8) <= broke)
+    np.testing.assert_array_equal(np.asarray(m.step)[broke:], broke)
+    assert not np.isfinite(np.asarray(final.em.posterior)).all() or not np.isfinite(final.workers.prior_alpha).all() \
+        or not np.isfinite(np.asarray(final.learner.probs)).all()  # fmt: skip
+    # the broken step's row never counts a non-finite belief as right
+    rows = np.isnan(np.asarray(final.em.posterior)).any(-1)
+    assert int(m.aggregate.all.n_correct[broke]) <= int((~rows).sum())
+
+
+@pytest.fixture(scope="module")
+def short_cfg():
+    cfg = test_config.get_config()
+    cfg.run.chunk_steps = 2
+    return cfg
+
+
+def test_a_launch_with_non_finite_beliefs_fails_and_names_the_settings(short_cfg, tmp_path, capsys, monkeypatch):
+    """log_epsilon=-1 is refused by the config rules; skipping them shows what the guard does."""
+    monkeypatch.setattr(config, "validate", lambda cfg: None)
+    cfg = short_cfg.copy_and_resolve_references()
+    cfg.run.max_steps, cfg.optimizer.log_epsilon = 3, -1.0
+    assert runner.run_launch(cfg, str(tmp_path), quiet=True, report=False) == 3
+    err = capsys.readouterr().err
+    assert "numerical_error" in err and "optimizer.log_epsilon" in err and "learner.lr_ratio" in err
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert (runs["stop_reason"] == "numerical_error").all()
+    assert (pd.read_csv(tmp_path / "metrics.csv")["aggregate/all/top1"] < 1.0).all()
