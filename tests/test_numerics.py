@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from configs import test as test_config
-from jaxanno import config, runner, sim, types
+from jaxanno import config, experiment, runner, sim, types
 from tests.conftest import tiny_dataset, tiny_learner, tiny_static
 
 LEARNER = tiny_learner(max_epochs=10)
@@ -130,6 +130,18 @@ def short_cfg():
     cfg = test_config.get_config()
     cfg.run.chunk_steps = 2
     return cfg
+
+
+@pytest.mark.parametrize("max_steps", [1, 3])
+def test_max_steps_runs_exactly_that_many_steps(short_cfg, max_steps):
+    cfg = short_cfg.copy_and_resolve_references()
+    cfg.run.max_steps = max_steps
+    problem = experiment.prepare(cfg)
+    result = experiment.run(problem)
+    assert result.steps_run == max_steps
+    steps = np.concatenate([c["step"] for c in result.metrics], axis=-1)
+    np.testing.assert_array_equal(steps, np.broadcast_to(np.arange(max_steps), steps.shape))
+    np.testing.assert_array_equal(problem.by_grid_seed(jax.device_get(result.state.step)), max_steps - 1)
 
 
 def test_a_launch_with_non_finite_beliefs_fails_and_names_the_settings(short_cfg, tmp_path, capsys, monkeypatch):
