@@ -316,9 +316,5 @@ def e_pass(
         carry = jax.lax.fori_loop(0, full, body, carry)
     if rest:
         carry = _e_block(static, inputs, m_step, carry, full * block, rest)
-    out = carry.counts
-    if m_step == "hard":
-        out = _hard_shape(out, w, k)
-    elif m_step == "soft":
-        out = _soft_shape(out, w, k)
-    return EPass(carry.posterior, carry.label_hat, out, carry.posterior_sum, carry.log_evidence)
+    shape = {"hard": _hard_shape, "soft": _soft_shape, None: lambda counts, *_: counts}[m_step]
+    return EPass(carry.posterior, carry.label_hat, shape(carry.counts, w, k), carry.posterior_sum, carry.log_evidence)

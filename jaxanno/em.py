@@ -35,6 +35,7 @@ def _m_step(
     salt: jax.Array,
     gold: jax.Array | None = None,
 ) -> jax.Array:
+    """(W, K, K) counts of the configured M-step from one belief (log_b: (N, K), its (N, K) posterior)."""
     w, k = static.num_workers, static.num_classes
     if static.em.m_step == "soft":
         return ds.soft_counts(annotations, posterior, w, k)
@@ -57,6 +58,7 @@ def _statistic(
 
 
 def _converged(static: Static, params: Params, stat, prev_stat, label_hat, prev_hat) -> jax.Array:
+    """() the configured criterion holds between two consecutive iterations."""
     if static.em.criterion == "hard":
         return jnp.all(label_hat == prev_hat)
     if static.em.criterion == "elbo":
@@ -121,7 +123,7 @@ def em_step(
     """
     table = ds.likelihood_table(prior_alpha + counts, params.log_epsilon)
     out = ds.e_pass(static, table, annotations, log_class_prior, log_learner, m_step=static.em.m_step, salt=salt,
-                 with_posterior=with_posterior, with_evidence=with_evidence, gold=gold)  # fmt: skip
+                    with_posterior=with_posterior, with_evidence=with_evidence, gold=gold)  # fmt: skip
     if static.em.class_prior == "learned":
         n_annotated = jnp.maximum(ds.annotated_items(annotations).sum(), 1)
         log_class_prior = jnp.log(jnp.maximum(out.posterior_sum / n_annotated, ds.PROB_FLOOR))
