@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -208,11 +209,23 @@ def resolve(cfg: config_dict.ConfigDict) -> config_dict.ConfigDict:
         missing = sorted(set(PATHS) - set(found))
         raise ConfigError(f"config keys {missing} are missing: start config files from config.default_config()")
     out = copy.deepcopy(cfg)
+    _whole_sweep_values(out)
     fallbacks = {path: f.default for path, f in SCHEMA.items() if f.preset and f.default is not None}
     for path, value in {**fallbacks, **_presets(cfg)}.items():
         if get_field(out, path) is None:
             set_field(out, path, value)
     return out
+
+
+def _whole_sweep_values(cfg: config_dict.ConfigDict) -> None:
+    """Sweep values of an integer field given as whole floats (1e3) become ints, so that the
+    recorded config shows what runs; other values are left for `validate` to judge."""
+    for name, path in PARAM_PATHS.items():
+        values = cfg.sweep[name]
+        if type(SCHEMA[path].default) is int:
+            if isinstance(values, (tuple, list)):
+                whole = lambda v: isinstance(v, float) and v.is_integer()  # noqa: E731
+                cfg.sweep[name] = tuple(int(v) if whole(v) else v for v in values)
 
 
 def calibration_kind(calibrate: str) -> tuple[str, int]:
@@ -227,39 +240,143 @@ def _calibration_ok(calibrate: str) -> bool:
     return kind in types.CALIBRATIONS and (kind != "cv" or folds >= 2)
 
 
-_POSITIVE = (
-    "sampler.max_annotation_per_example", "online.hit_size", "online.n_hits_per_step", "worker.n",
-    "optimizer.max_em_steps", "learner.batch_size", "learner.eval_every", "learner.mixmatch.mu", "data.feature_dim",
-    "run.num_seeds", "run.chunk_steps",
-)  # fmt: skip
-# (path, predicate(value, resolved config), what is expected); '{a.b}' in the text is the value of a.b.
-RULES: tuple[tuple[str, Callable[[Any, Any], bool], str], ...] = (
+INT32_MAX = types.INT32_MAX
+UINT32_MAX = 2**32 - 1
+METRICS_BUFFER_CAP = 2**31  # bytes of one chunk's metrics (lanes x steps x columns x 4 bytes)
+_INF = float("inf")
+
+# (path, low, high, kind, why): kind 'int' (whole numbers) or 'float' (finite numbers);
+# a '(' / ')' in kind's place opens that end: ('float', '(]') is low < v <= high.
+RANGES: tuple[tuple[str, float, float, str, str], ...] = (
+    ("online.budget", 0, INT32_MAX, "int", "labels are counted in int32"),
+    ("sampler.max_annotation_per_worker", 1, INT32_MAX, "int", "labels are counted in int32"),
+    ("sampler.max_annotation_per_example", 1, 64, "int", "label slots per item are an unrolled array shape"),
+    ("online.hit_size", 1, 10**6, "int", "items per HIT"),
+    ("online.n_hits_per_step", 1, 10**4, "int", "HITs per step"),
+    ("worker.n", 1, 10**4, "int", "every lane holds (worker.n, K, K) confusion matrices"),
+    ("n_data_distraction_per_class", 0, 10**6, "int", "items per class"),
+    ("n_prototype_per_class", 0, 10**4, "int", "prototypes per class"),
+    ("data.feature_dim", 1, 65536, "int", "stand-in feature width"),
+    ("data.seed", 0, UINT32_MAX, "int", "a uint32 seed"),
+    ("optimizer.max_em_steps", 1, 10**4, "int", "EM iterations per step"),
+    ("optimizer.item_block", -1, 2**24, "int", "-1 automatic, 0 all items at once, else items per block"),
+    ("learner.n_hidden_layer", 0, 64, "int", "hidden layers"),
+    ("learner.hidden_size", 1, 65536, "int", "units per hidden layer"),
+    ("learner.batch_size", 1, 2**20, "int", "rows per learner batch"),
+    ("learner.max_epochs", 1, 10**6, "int", "epochs per fit"),
+    ("learner.eval_every", 1, 10**6, "int", "epochs between validations"),
+    ("learner.mixmatch.mu", 1, 64, "int", "unlabelled batches per labelled batch"),
+    ("run.num_seeds", 1, 65536, "int", "lanes of one compiled program"),
+    ("run.seed", 0, UINT32_MAX, "int", "seeds are uint32"),
+    ("run.chunk_steps", 1, 10**4, "int", "online steps per compiled call"),
+    ("run.checkpoint_every", 0, INT32_MAX, "int", "steps between checkpoints"),
+    ("run.max_steps", -1, INT32_MAX, "int", "-1 automatic, else the step count (an int32 counter)"),
+    ("run.lane_batch", -1, 65536, "int", "-1 automatic, 0 all lanes at once, else lanes per batch"),
+    ("risk_thres", 0, 1, "float()", "a risk threshold: 1 - max posterior"),
+    ("learner.risk_thres", 0, 1, "float()", "a risk threshold: 1 - max posterior"),
+    ("worker.prior.strength", 0, 10**6, "float", "a multiplier of Dirichlet pseudo-counts; larger overflows float32"),
+    ("worker.prior.pos_count", 0, 10**6, "float", "a Dirichlet pseudo-count"),
+    ("worker.prior.neg_count", 0, 10**6, "float", "a Dirichlet pseudo-count"),
+    ("worker.reliability.mean", 0, 1, "float(]", "a worker's probability of a right answer"),
+    ("worker.reliability.std", 0, 1, "float", "the spread of a probability"),
+    ("worker.out_of_group_noise", 0, 1, "float", "a fraction of each confusion row"),
+    ("optimizer.likelihood_epsilon", 0, _INF, "float", "a convergence tolerance"),
+    ("optimizer.log_epsilon", 0, 1, "float()", "added inside log p(z | y): <= 0 takes the log of 0 or less"),
+    ("learner.lr_ratio", 0, 1, "float(]", "learning rate = lr_ratio * sqrt(batch size)"),
+    ("learner.weight_decay", 0, _INF, "float", "an L2 weight"),
+    ("learner.mixmatch.alpha", 0, _INF, "float(", "the parameter of Beta(alpha, alpha)"),
+    ("learner.mixmatch.mixmatch_w", 0, _INF, "float", "a loss weight"),
+)
+
+
+def _in_range(low: float, high: float, kind: str) -> Callable[[Any, Any], bool]:
+    """A RULES predicate: a number of the right kind within [low, high] (or an open end)."""
+    whole = kind.startswith("int")
+
+    def ok(v, c) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (whole and v != int(v)):
+            return False
+        above = low < v if "(" in kind else low <= v
+        below = v < high if ")" in kind else v <= high
+        return above and below
+
+    return ok
+
+
+def _range_text(low: float, high: float, kind: str, why: str) -> str:
+    name = "an integer" if kind.startswith("int") else "a finite number"
+    if high == _INF:
+        return f"{name} {'>' if '(' in kind else '>='} {low} ({why})"
+    ends = ("(" if "(" in kind else "[", ")" if ")" in kind else "]")
+    return f"{name} in {ends[0]}{low}, {high}{ends[1]} ({why})"
+
+
+def _duplicates(wnids: str | None) -> list[str]:
+    ids = (wnids or "").split()
+    return sorted({w for w in ids if ids.count(w) > 1})
+
+
+def grid_size(cfg: config_dict.ConfigDict) -> int:
+    """Grid points of a config's sweep (1 when nothing is swept)."""
+    return math.prod(max(len(cfg.sweep[name]), 1) for name in PARAM_PATHS)
+
+
+def metric_columns(cfg: config_dict.ConfigDict) -> int:
+    """Columns of a step's metrics row (`types.StepMetrics` flattened)."""
+    beliefs = 1 + (cfg.learner.algo != "dummy")  # the aggregate's, and the learner's
+    per_belief = len(types.BeliefMetrics._fields) * len(types.SubsetMetrics._fields)
+    return len(types.StepMetrics._fields) - 2 + beliefs * per_belief
+
+
+def metrics_buffer_bytes(cfg: config_dict.ConfigDict) -> int:
+    """Bytes of one chunk's metrics: lanes x chunk_steps x columns x 4."""
+    return grid_size(cfg) * cfg.run.num_seeds * cfg.run.chunk_steps * metric_columns(cfg) * 4
+
+
+def _buffer_text(cfg) -> str:
+    lanes = grid_size(cfg) * cfg.run.num_seeds
+    return (
+        f"a chunk's metrics within {METRICS_BUFFER_CAP / 2**30:g} GiB: {lanes} lanes x {cfg.run.chunk_steps} steps x "
+        f"{metric_columns(cfg)} columns x 4 bytes = {metrics_buffer_bytes(cfg) / 2**30:.3g} GiB; "
+        "lower run.chunk_steps, run.num_seeds or the sweep"
+    )
+
+
+# (path, predicate(value, resolved config), what is expected): a text in which '{a.b}' is the
+# value of a.b, or a function of the config giving the text.
+RULES: tuple[tuple[str, Callable[[Any, Any], bool], Any], ...] = (
     ("wnids", lambda v, c: v is not None or c.data.source != "standin", "a class list: set it or choose an experiment"),
+    ("wnids", lambda v, c: not _duplicates(v), lambda c: f"distinct class ids; repeated: {_duplicates(c.wnids)}"),
     *((path, lambda v, c, ok=f.choices: v in ok, f"one of {list(f.choices)}")
       for path, f in SCHEMA.items() if f.choices),
     ("learner.calibrate", lambda v, c: _calibration_ok(v), "'none', 'temperature' or 'cv_<k>' with k >= 2"),
     ("learner.calibrate", lambda v, c: not (v.startswith("cv_") and c.learner.prototype_as_val),
      "'cv_<k>' only with learner.prototype_as_val=False (the folds need the prototypes)"),
-    ("risk_thres", lambda v, c: 0 < v < 1, "a value in (0, 1)"),
-    ("learner.risk_thres", lambda v, c: 0 < v < 1, "a value in (0, 1)"),
-    *((path, lambda v, c: v >= 1, "an integer >= 1") for path in _POSITIVE),
-    ("online.budget", lambda v, c: v >= 0, "a non-negative number of labels"),
+    *((path, _in_range(low, high, kind), _range_text(low, high, kind, why)) for path, low, high, kind, why in RANGES),
+    ("n_data_per_class", lambda v, c: v is None or _in_range(-INT32_MAX, 10**6, "int")(v, c),
+     "None or an integer <= 1000000 (items per class; <= 0 means all)"),
     ("online.n_hits_per_step", lambda v, c: v <= c.worker.n,
      "at most worker.n={worker.n} (each HIT of a step goes to a different worker)"),
     ("sampler.max_annotation_per_worker", lambda v, c: v >= c.online.hit_size,
      "at least online.hit_size={online.hit_size}"),
-    ("worker.prior.strength", lambda v, c: v >= 0, "a value >= 0"),
-    ("optimizer.item_block", lambda v, c: v >= -1, "-1 (automatic), 0 (all items at once) or a block size"),
-    ("optimizer.likelihood_epsilon", lambda v, c: v >= 0, "a value >= 0"),
+    ("run.seed", lambda v, c: v + c.run.num_seeds - 1 <= UINT32_MAX,
+     f"run.seed + run.num_seeds - 1 <= {UINT32_MAX} (seeds are uint32)"),
+    ("run.max_steps", lambda v, c: v != 0, "-1 (automatic) or at least 1 step"),
     ("learner.max_epochs", lambda v, c: v >= c.learner.eval_every, "at least learner.eval_every={learner.eval_every}"),
-    ("learner.n_hidden_layer", lambda v, c: v >= 0, "an integer >= 0"),
     ("n_prototype_per_class", lambda v, c: v >= 2 or c.learner.algo == "dummy",
      "at least 2 with a learner (half of them train at step 0)"),
-    ("n_data_distraction_per_class", lambda v, c: v >= 0, "an integer >= 0"),
-    ("run.lane_batch", lambda v, c: v >= -1, "-1 (automatic), 0 (all) or a count"),
     *((f"sweep.{name}", lambda v, c: isinstance(v, (tuple, list)), "a tuple of values, e.g. '(0.05,0.1)'")
       for name in PARAM_PATHS),
+    ("run.chunk_steps", lambda v, c: metrics_buffer_bytes(c) <= METRICS_BUFFER_CAP, _buffer_text),
 )  # fmt: skip
+
+
+def _check_sweep_value(name: str, path: str, base: Any, v: Any) -> None:
+    """A sweep value must be a number, a whole one for an integer field (never cast silently)."""
+    whole = isinstance(base, int) and not isinstance(base, bool)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (whole and not float(v).is_integer()):
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"sweep.{name} value {v!r}: expected {kind}, like {path}")
 
 
 def validate(cfg: config_dict.ConfigDict) -> None:
@@ -267,11 +384,14 @@ def validate(cfg: config_dict.ConfigDict) -> None:
     for path, ok, expected in RULES:
         value = get_field(cfg, path)
         if not ok(value, cfg):
-            raise ConfigError(f"setting {path}={value!r}: expected {expected.format_map(cfg)}")
+            text = expected(cfg) if callable(expected) else expected.format_map(cfg)
+            raise ConfigError(f"setting {path}={value!r}: expected {text}")
     for name, path in PARAM_PATHS.items():
+        base = get_field(cfg, path)
         for v in cfg.sweep[name]:
+            _check_sweep_value(name, path, base, v)
             probe = copy.deepcopy(cfg)
-            set_field(probe, path, type(get_field(cfg, path))(v))
+            set_field(probe, path, type(base)(v))
             probe.sweep = config_dict.ConfigDict({k: () for k in PARAM_PATHS})
             try:
                 validate(probe)

@@ -418,7 +418,10 @@ def run(
     metrics: list[dict[str, np.ndarray]] | None = None,
     on_chunk: ChunkCallback | None = None,
 ) -> RunResult:
-    """Drive the compiled chunk until every lane has stopped (or `max_steps`).
+    """Drive the compiled chunk until every lane has stopped, or exactly `max_steps` steps.
+
+    Chunks have ``run.chunk_steps`` steps; when fewer are left before `max_steps`, the last
+    chunk is shorter (a second program, compiled only for a run that gets that far).
 
     Args:
       state, start_step, metrics: resume from a checkpoint (defaults: a fresh run).
@@ -430,9 +433,10 @@ def run(
     metrics = list(metrics or [])
     step, t0 = start_step, time.perf_counter()
     while step < problem.max_steps:
-        state, m = advance(problem, state, step, chunk)
+        num_steps = min(chunk, problem.max_steps - step)
+        state, m = advance(problem, state, step, num_steps)
         metrics.append(results.flatten_metrics(problem.by_grid_seed(distributed.gather(m))))
-        step += chunk
+        step += num_steps
         done = problem.by_grid_seed(distributed.gather(state.done))
         if on_chunk is not None:
             on_chunk(step, state, metrics, done)

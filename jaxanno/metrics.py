@@ -6,6 +6,9 @@
 * ECE: 10 equal-width bins (lower, upper] over the arg-max confidence.
 * Subsets: all items, confident (risk < threshold) and unconfident; a metric over an empty
   subset is NaN (undefined), never a made-up number.
+* A belief row holding NaN or inf (a numerical failure upstream) is wrong: it is in no
+  top-k, and ECE counts it as confidence 1 with a wrong prediction (the largest gap), so a
+  broken posterior can never look accurate or calibrated.
 """
 
 from __future__ import annotations
@@ -18,10 +21,17 @@ from jaxanno.types import BeliefMetrics, SubsetMetrics
 
 ECE_BINS = 10
 TOP_K = (1, 5, 10)
+NOT_RANKED = 2**31 - 1  # rank of a row with a non-finite belief: outside every top-k
+
+
+def finite_rows(belief: jax.Array) -> jax.Array:
+    """(N,) bool: the row of an (N, K) belief has no NaN or inf."""
+    return jnp.isfinite(belief).all(-1)
 
 
 def true_class_rank(belief: jax.Array, labels: jax.Array) -> jax.Array:
-    """(N,) i32 rank of the true class, 0 = predicted first.
+    """(N,) i32 rank of the true class, 0 = predicted first; `NOT_RANKED` for a row with a
+    non-finite belief (comparisons with NaN are all False, which would rank it first).
 
     Args:
       belief: (N, K) probabilities; labels: (N,) true classes.
@@ -30,7 +40,8 @@ def true_class_rank(belief: jax.Array, labels: jax.Array) -> jax.Array:
     true_b = jnp.take_along_axis(belief, labels[:, None], -1)
     above = belief > true_b
     tied_after = (belief == true_b) & (jnp.arange(k) > labels[:, None])
-    return (above | tied_after).sum(-1).astype(jnp.int32)
+    rank = (above | tied_after).sum(-1).astype(jnp.int32)
+    return jnp.where(finite_rows(belief), rank, NOT_RANKED)
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -43,9 +54,13 @@ def expected_calibration_error(
 ) -> jax.Array:
     """() ECE over the masked items with equal-width bins (lower, upper]; NaN when none.
 
+    A non-finite confidence counts as 1 with a wrong prediction (the largest gap).
+
     Args:
       confidence: (N,) max belief; correct: (N,) bool arg-max prediction is right.
     """
+    finite = jnp.isfinite(confidence)
+    confidence, correct = jnp.where(finite, confidence, 1.0), correct & finite
     bins = jnp.clip(jnp.ceil(confidence * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
     w = mask.astype(jnp.float32)
     conf_sum = jax.ops.segment_sum(confidence * w, bins, num_bins)
@@ -75,7 +90,7 @@ def belief_metrics(belief: jax.Array, labels: jax.Array, confident: jax.Array) -
     """
     rank = true_class_rank(belief, labels)
     confidence = belief.max(-1)
-    argmax_correct = ops.first_argmax(belief) == labels
+    argmax_correct = finite_rows(belief) & (ops.first_argmax(belief) == labels)
     everyone = jnp.ones_like(confident)
     return BeliefMetrics(
         all=subset_metrics(rank, confidence, argmax_correct, everyone),

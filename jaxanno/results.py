@@ -92,6 +92,30 @@ def runs_frame(
     return pd.DataFrame(rows)
 
 
+# Settings that most often make beliefs NaN or infinite, named when a run hits numerical_error.
+NUMERIC_SUSPECTS = (
+    "optimizer.log_epsilon (in (0, 1); 1e-8 by default)",
+    "worker.prior.strength and worker.prior.pos_count/neg_count (not huge)",
+    "learner.lr_ratio (small; 1e-4 by default)",
+)
+
+
+def numerical_error_message(runs: pd.DataFrame) -> str | None:
+    """One line when any run of a `runs_frame` stopped with ``numerical_error``, else None.
+
+    It names how many runs and which grid points failed and the settings to look at.
+    """
+    bad = runs[runs["stop_reason"] == "numerical_error"]
+    if bad.empty:
+        return None
+    settings = list(runs.columns[2 : runs.columns.get_loc("steps")])  # the swept settings
+    points = bad.drop_duplicates("grid")[["grid", *settings]].to_dict("records")
+    return (
+        f"runs.csv: {len(bad)} of {len(runs)} runs stopped with numerical_error (their beliefs became NaN or "
+        f"infinite; grid points {points}); check {', '.join(NUMERIC_SUSPECTS)}"
+    )
+
+
 def mean_std(values: np.ndarray) -> tuple[float, float]:
     """Mean and population std of the finite values (NaN, NaN if none)."""
     v = np.asarray(values, float)

@@ -54,6 +54,7 @@ STREAM_FILE = "metrics_stream.csv"
 OWN_FILES = ("config.json", "problem.json", STREAM_FILE, "metrics.csv", "runs.csv", "summary.md", checkpoint.FILE)
 USAGE_ERROR = 2  # exit code: a bad setting, an unusable workdir or a checkpoint that cannot be resumed
 INTERRUPTED = 130  # exit code after Ctrl-C (128 + SIGINT)
+NUMERICAL_ERROR = 3  # exit code: a lane stopped with numerical_error (its results are written but unusable)
 _USER_ERRORS = (config_lib.ConfigError, checkpoint.CheckpointError, data_lib.DataError, OSError)
 
 
@@ -385,7 +386,10 @@ def _launch(run: _Run, quiet: bool, report: bool, fresh: bool) -> int:
     runs = results.runs_frame(final, frame, problem.seeds, problem.points, problem.static.num_items)
     if main:
         _write_results(run, frame, runs, report)
-    return 0
+    failure = results.numerical_error_message(runs)  # results are written, but not usable
+    if failure and main:
+        print(f"error: {failure}", file=sys.stderr)
+    return NUMERICAL_ERROR if failure else 0
 
 
 def _describe(err: Exception) -> str:
@@ -408,7 +412,9 @@ def run_launch(
 ) -> int:
     """Run a launch end to end and write its workdir; returns a process exit code.
 
-    0 when done; `USAGE_ERROR` (2) after one line ``error: ...`` on stderr for a bad
+    0 when done; `NUMERICAL_ERROR` (3) when a lane's beliefs became non-finite (it stopped
+    with ``numerical_error``; results are written, the message names the likely settings);
+    `USAGE_ERROR` (2) after one line ``error: ...`` on stderr for a bad
     setting, a busy or unusable workdir, or a checkpoint that cannot be resumed (bad
     settings are reported before anything is compiled or written); `INTERRUPTED` (130)
     after Ctrl-C, with the last finished chunk checkpointed. In a multi-process run every

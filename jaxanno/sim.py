@@ -10,7 +10,9 @@ One online step, for step index t = state.step + 1:
    are no labels), then the posterior with the final counts.
 4. With a learner: refit it on that posterior, then recompute the posterior with the new
    learner probabilities. Risk = 1 - max posterior.
-5. Log `StepMetrics`.
+5. Stop the run with ``numerical_error`` if its beliefs or counts became NaN or inf
+   (`stopping.check_finite`); the row of that step is still logged.
+6. Log `StepMetrics`.
 
 Step 0 is the initial fit: no HITs, no EM, the learner trains on half the prototypes.
 A stopped run is frozen: every later step returns its state unchanged (with
@@ -132,7 +134,7 @@ def online_step(
     k_collect, k_aggregate = jax.random.split(jax.random.fold_in(k_steps, state.step + 1))
     checked = stopping.check_stop(static, params, state)
     annotations = _collect_labels(static, params, data, checked, k_collect)
-    stepped = _aggregate(static, params, data, checked, annotations, k_aggregate)
+    stepped = stopping.check_finite(_aggregate(static, params, data, checked, annotations, k_aggregate))
     out = jax.tree.map(lambda old, new: jnp.where(checked.done, old, new), checked, stepped)
     return out, step_metrics(static, params, data, out, ~checked.done)
 

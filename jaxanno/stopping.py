@@ -7,6 +7,10 @@ A run stops, before drawing the HITs of an online step, when
 * (greedy assignment only) no worker has room for another full HIT;
 * the early stopper has fired and `Static.early_stop` is set.
 
+After every step's fit, a run whose posterior, EM counts, learner probabilities or worker
+prior became NaN or infinite stops with ``numerical_error`` (`check_finite`): the state of
+that step is kept (its metrics row shows the broken beliefs as wrong) and then frozen.
+
 The early stopper watches the number of confident items after every step. It fires when
 more than `early_stopper_window` entries exist (and more than 3), at least N/2 labels were
 collected, and the maximum confident count was last reached more than a window ago. It is
@@ -18,10 +22,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxanno.types import AnnotationState, Params, SimState, Static, StopperState
+from jaxanno.types import STOP_REASONS, AnnotationState, Params, SimState, Static, StopperState
 
 EARLY_STOP_WINDOW_LABELS = 5000  # the early stopper looks back this many labels' worth of steps
 MIN_EARLY_STOP_WINDOW = 5  # ... but never fewer steps than this
+NUMERICAL_ERROR = STOP_REASONS.index("numerical_error")
 
 
 def all_finished(static: Static, params: Params, state: SimState) -> jax.Array:
@@ -109,3 +114,19 @@ def check_stop(static: Static, params: Params, state: SimState) -> SimState:
     stopper = jax.tree.map(lambda old, new: jnp.where(keep_old, old, new), state.stopper, stopper)
     reason = jnp.where(stop, jnp.argmax(reasons) + 1, state.stop_reason).astype(jnp.int32)
     return state.replace(stopper=stopper, done=state.done | stop, stop_reason=reason)
+
+
+def state_is_finite(state: SimState) -> jax.Array:
+    """() bool: posterior, EM counts, learner probabilities and worker prior hold no NaN or inf."""
+    arrays = [state.em.posterior, state.em.counts, state.workers.prior_alpha]
+    if state.learner is not None:
+        arrays.append(state.learner.probs)
+    return jnp.stack([jnp.isfinite(a).all() for a in arrays]).all()
+
+
+def check_finite(state: SimState) -> SimState:
+    """The last part of an online step: a running run whose state is no longer finite stops
+    with reason ``numerical_error`` (a run that stopped earlier keeps its reason)."""
+    broken = ~state.done & ~state_is_finite(state)
+    reason = jnp.where(broken, NUMERICAL_ERROR, state.stop_reason).astype(jnp.int32)
+    return state.replace(done=state.done | broken, stop_reason=reason)

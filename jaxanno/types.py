@@ -282,7 +282,15 @@ class StopperState:
     fired_cost: jax.Array  # () i32, labels collected when it first fired, -1 if never
 
 
-STOP_REASONS = ("running", "all_confident_or_full", "budget_spent", "no_worker_left", "early_stop")
+# Indices are stored in states and checkpoints: new reasons go at the end.
+STOP_REASONS = (
+    "running",
+    "all_confident_or_full",
+    "budget_spent",
+    "no_worker_left",
+    "early_stop",
+    "numerical_error",  # the posterior, EM counts or learner probabilities became NaN or infinite
+)
 
 
 @struct.dataclass
@@ -363,22 +371,54 @@ PARAM_DEFAULTS = dict(
     mixmatch_weight=75.0,
 )
 _INT_PARAMS = ("budget", "max_annotation_per_worker")
+INT32_MAX = int(np.iinfo(np.int32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _checked_column(name: str, value: Any) -> np.ndarray:
+    """`value` as the field's dtype, refusing what the cast would change silently.
+
+    Integers must be whole numbers within int32 (a cast would wrap 2**32 + 30 to 30);
+    floats must be finite in float32 (1e40 would become inf). Traced values (inside a jit)
+    pass unchecked: their range is the caller's concern.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return value
+    raw = np.asarray(value)
+    if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number):
+        raise ValueError(f"Params.{name}={value!r}: expected a number")
+    if name in _INT_PARAMS:
+        if np.issubdtype(raw.dtype, np.integer):  # compared exactly, also beyond float64's 2**53
+            bad = (raw > INT32_MAX) | (raw < -INT32_MAX - 1)
+        else:
+            bad = ~np.isfinite(raw) | (raw != np.round(raw)) | (np.abs(raw) > INT32_MAX)
+        expected = f"a whole number in [{-INT32_MAX - 1}, {INT32_MAX}] (stored as int32, a larger one would wrap)"
+    else:
+        with np.errstate(over="ignore"):
+            bad = ~np.isfinite(raw.astype(np.float32))
+        expected = f"a finite number (stored as float32: |x| <= {FLOAT32_MAX:.4g})"
+    if bad.any():
+        found = raw[bad].flat[0].item() if raw.ndim else raw.item()
+        raise ValueError(f"Params.{name}={found!r}: expected {expected}")
+    return raw.astype(np.int32 if name in _INT_PARAMS else np.float32)
 
 
 def make_params(host: bool = False, **overrides: Any) -> Params:
     """The one casting factory for `Params` (`PARAM_DEFAULTS`, then `overrides`).
 
     Every value becomes an array of a fixed dtype (int32 or float32), so new values never
-    retrace. Values may also be arrays with a leading grid or lane axis.
+    retrace. Values may also be arrays with a leading grid or lane axis. A value the cast
+    would change is refused: integer fields take whole numbers within int32, float fields
+    finite numbers within float32 (ranges that make sense are the config's `RULES`).
 
     Args:
       host: keep numpy leaves (for sharded placement) instead of device arrays.
+    Raises:
+      ValueError: an unknown field, or a value naming its field, the value and the limit.
     """
     unknown = set(overrides) - set(PARAM_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown Params fields {sorted(unknown)}; known: {sorted(PARAM_DEFAULTS)}")
     values = {**PARAM_DEFAULTS, **overrides}
     place = (lambda x: x) if host else jax.device_put
-    return Params(
-        **{name: place(np.asarray(v, np.int32 if name in _INT_PARAMS else np.float32)) for name, v in values.items()}
-    )
+    return Params(**{name: place(_checked_column(name, v)) for name, v in values.items()})

@@ -109,10 +109,10 @@ def test_sweep_grid_is_the_cartesian_product():
         ({"method": "bogus"}, "method='bogus'"),
         ({"simulation": "robots"}, "simulation='robots'"),
         ({"experiment": "imagenet_split_9"}, "experiment='imagenet_split_9'"),
-        ({"risk_thres": 1.5}, "risk_thres=1.5: expected a value in (0, 1)"),
+        ({"risk_thres": 1.5}, "risk_thres=1.5: expected a finite number in (0, 1)"),
         ({"risk_thres": 0.0}, "risk_thres=0.0"),
         ({"sampler.max_annotation_per_example": 0}, "sampler.max_annotation_per_example=0"),
-        ({"online.budget": -1}, "online.budget=-1: expected a non-negative"),
+        ({"online.budget": -1}, "online.budget=-1: expected an integer in [0, 2147483647]"),
         ({"online.n_hits_per_step": 7}, "online.n_hits_per_step=7: expected at most worker.n=6"),
         ({"worker.type": "martian"}, "worker.type='martian': expected one of ['perfect'"),
         ({"sampler.algo": "greedy"}, "sampler.algo='greedy': expected one of ['random', 'greedy_task_assignment']"),
@@ -167,3 +167,85 @@ def test_a_user_flax_module_plugs_in_by_config():
     bad = _cfg(method="efficient_annotation", **{"learner.module": "tests.custom_model:Nope"})
     with pytest.raises(config.ConfigError, match="learner.module"):
         experiment.prepare(bad)
+
+
+_BIG = 2**32 + 30
+NUMERIC_PATHS = [p for p, f in config.SCHEMA.items() if type(f.default) in (int, float) or f.kind is int]
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"online.budget": 4294967326}, "online.budget=4294967326: expected an integer in [0, 2147483647] (labels"),
+        ({"online.budget": 2**31}, "online.budget=2147483648"),
+        ({"sampler.max_annotation_per_worker": 4294967302}, "sampler.max_annotation_per_worker=4294967302"),
+        ({"sweep.budget": (30.7, 1e12)}, "sweep.budget value 30.7: expected a whole number"),
+        ({"sweep.budget": (30, 1e12)}, "sweep.budget value 1000000000000: setting online.budget=1000000000000"),
+        ({"sweep.max_annotation_per_worker": (_BIG,)}, f"max_annotation_per_worker={_BIG}"),
+        ({"sweep.prior_strength": (1.0, "strong")}, "sweep.prior_strength value 'strong': expected a number"),
+        ({"sweep.lr_ratio": (1e-3, float("nan"))}, "sweep.lr_ratio value nan: setting learner.lr_ratio=nan"),
+        ({"worker.prior.strength": float("inf")}, "worker.prior.strength=inf: expected a finite number in [0, "),
+        ({"worker.prior.strength": 1e40}, "worker.prior.strength=1e+40"),
+        ({"worker.prior.strength": -1.0}, "worker.prior.strength=-1.0"),
+        ({"worker.prior.pos_count": -2.0}, "worker.prior.pos_count=-2.0: expected a finite number in [0,"),
+        ({"worker.prior.neg_count": float("nan")}, "worker.prior.neg_count=nan"),
+        ({"worker.reliability.mean": float("nan")}, "worker.reliability.mean=nan: expected a finite number in (0, 1]"),
+        ({"worker.reliability.mean": 2.0}, "worker.reliability.mean=2.0"),
+        ({"worker.reliability.mean": -1.0}, "worker.reliability.mean=-1.0"),
+        ({"worker.reliability.std": -0.1}, "worker.reliability.std=-0.1"),
+        ({"worker.out_of_group_noise": 1.5}, "worker.out_of_group_noise=1.5"),
+        ({"learner.lr_ratio": float("nan")}, "learner.lr_ratio=nan: expected a finite number in (0, 1]"),
+        ({"learner.lr_ratio": 1e6}, "learner.lr_ratio=1000000.0"),
+        ({"learner.weight_decay": float("inf")}, "learner.weight_decay=inf"),
+        ({"learner.mixmatch.alpha": 0.0}, "learner.mixmatch.alpha=0.0: expected a finite number > 0"),
+        ({"optimizer.log_epsilon": -1.0}, "optimizer.log_epsilon=-1.0: expected a finite number in (0, 1)"),
+        ({"optimizer.log_epsilon": 0.0}, "optimizer.log_epsilon=0.0"),
+        ({"optimizer.likelihood_epsilon": float("nan")}, "optimizer.likelihood_epsilon=nan"),
+        ({"risk_thres": float("nan")}, "risk_thres=nan"),
+        ({"learner.risk_thres": 1.0}, "learner.risk_thres=1.0"),
+        ({"wnids": "n02138441 n02326432 n02138441"}, "expected distinct class ids; repeated: ['n02138441']"),
+        ({"run.num_seeds": 2 * 10**9}, "run.num_seeds=2000000000: expected an integer in [1, 65536]"),
+        ({"run.chunk_steps": 10**9}, "run.chunk_steps=1000000000: expected an integer in [1, 10000]"),
+        ({"run.num_seeds": 60000, "run.chunk_steps": 10000}, "60000 lanes x 10000 steps x 27 columns x 4 bytes"),
+        ({"run.seed": -1}, "run.seed=-1: expected an integer in [0, 4294967295]"),
+        ({"run.seed": 2**32 - 1}, "run.seed + run.num_seeds - 1 <= 4294967295"),
+        ({"data.seed": -1}, "data.seed=-1"),
+        ({"run.max_steps": 0}, "run.max_steps=0: expected -1 (automatic) or at least 1 step"),
+        ({"run.max_steps": -5}, "run.max_steps=-5"),
+        ({"sampler.max_annotation_per_example": 65}, "sampler.max_annotation_per_example=65: expected an integer in"),
+        ({"worker.n": 10**5}, "worker.n=100000"),
+        ({"learner.hidden_size": 0}, "learner.hidden_size=0"),
+        ({"n_data_per_class": 10**7}, "n_data_per_class=10000000"),
+    ],
+)
+def test_every_numeric_setting_is_range_checked_with_the_limit_and_why(changes, fragment):
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(config.resolve(_cfg(**changes)))
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_every_numeric_field_has_a_range_rule():
+    """A new numeric field without a range would accept NaN, inf or a value that wraps."""
+    ruled = {path for path, _, _ in config.RULES}
+    assert set(NUMERIC_PATHS) - ruled == set()
+    assert len(NUMERIC_PATHS) > 35
+
+
+def test_the_recorded_config_holds_the_integers_that_run():
+    r = config.resolve(_cfg(**{"sweep.budget": (30.0, 1e3)}))
+    config.validate(r)
+    assert r.sweep.budget == (30, 1000) and all(type(v) is int for v in r.sweep.budget)
+    grid, points = experiment.sweep_grid(r)
+    np.testing.assert_array_equal(grid.budget, [30, 1000])
+    assert points == [{"budget": 30}, {"budget": 1000}]
+
+
+def test_values_at_the_limits_are_accepted():
+    at_limits = {
+        "online.budget": 2**31 - 1, "sampler.max_annotation_per_worker": 2**31 - 1, "run.num_seeds": 65536,
+        "sampler.max_annotation_per_example": 64, "worker.prior.strength": 1e6, "worker.reliability.mean": 1.0,
+        "worker.reliability.std": 0.0, "learner.lr_ratio": 1.0, "optimizer.likelihood_epsilon": 0.0, "run.max_steps": 1,
+        "run.seed": 2**32 - 65536, "sweep.budget": (0, 2**31 - 1),
+    }  # fmt: skip
+    config.validate(config.resolve(_cfg(**at_limits)))

@@ -38,3 +38,25 @@ def test_uniform_belief_predicts_the_last_class_like_the_reference():
     belief = jnp.full((4, 3), 1 / 3)
     ranks = metrics.true_class_rank(belief, jnp.asarray([0, 1, 2, 2]))
     np.testing.assert_array_equal(ranks, [2, 1, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "broken_row",
+    [np.full(3, np.nan), np.array([np.nan, 0.5, 0.5]), np.array([np.inf, 0.0, 0.0]), np.array([1.0, -np.inf, 0.0])],
+    ids=["all_nan", "one_nan", "inf", "minus_inf"],
+)
+def test_a_non_finite_belief_is_never_counted_correct(broken_row):
+    """NaN compares False with everything, which would rank the true class first."""
+    belief = np.tile(np.asarray([0.6, 0.3, 0.1], np.float32), (4, 1))
+    belief[1] = broken_row
+    labels = jnp.asarray([0, 0, 1, 2])
+    ranks = np.asarray(metrics.true_class_rank(jnp.asarray(belief), labels))
+    np.testing.assert_array_equal(ranks, [0, metrics.NOT_RANKED, 1, 2])
+    m = metrics.belief_metrics(jnp.asarray(belief), labels, jnp.asarray([True, True, False, False]))
+    assert float(m.all.top1) == 0.25 and float(m.all.top5) == 0.75 and float(m.all.top10) == 0.75
+    assert int(m.all.n_correct) == 1 and int(m.confident.n_correct) == 1
+    # ECE counts the broken row as confidence 1 and wrong; the others as the reference does.
+    want = reference.ece(np.delete(belief, 1, 0), np.asarray([0, 1, 2])) * 3 / 4 + 1 / 4
+    np.testing.assert_allclose(float(m.all.ece), want, rtol=1e-6)
+    assert float(m.confident.ece) == pytest.approx((abs(1 - 0.6) + abs(0 - 1)) / 2)
+    assert float(m.unconfident.ece) == pytest.approx(reference.ece(belief[2:], np.asarray([1, 2])))
