@@ -71,6 +71,7 @@ def _read_table(path: str, columns: Sequence[str], what: str) -> pd.DataFrame:
     p = pathlib.Path(path)
     if not p.is_file():
         raise ValueError(f"{path}: no such file (expected the {what})")
+    check_parquet([path])  # the Python API reaches here without the command's check
     try:
         if p.suffix.lower() in _PARQUET:
             frame = pd.read_parquet(p)

@@ -323,3 +323,12 @@ def test_entry_points_as_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.startswith("data: stand-in features") and "dry run: nothing compiled" in proc.stdout
     assert not (tmp_path / "w").exists()
+
+
+def test_parquet_without_pyarrow_is_one_clear_error_from_the_python_api_too(tmp_path, monkeypatch):
+    for module in label.PARQUET_MODULES:
+        monkeypatch.setitem(sys.modules, module, None)
+    table = tmp_path / "labels.parquet"
+    table.write_bytes(b"PAR1")
+    with pytest.raises(ValueError, match=r"reading Parquet needs pyarrow.*jaxanno\[parquet\]"):
+        label.load_labels(str(table))
