@@ -296,12 +296,7 @@ def prepare(cfg: config_dict.ConfigDict, mesh: Mesh | None = None) -> Problem:
     """
     cfg = config_lib.resolve(cfg)  # a copy
     cfg.data.source = data_source(cfg)  # 'auto' becomes the source read, so config.json records it
-    config_lib.validate(cfg)
-    if not 0 <= cfg.run.seed <= 2**32 - cfg.run.num_seeds:
-        raise config_lib.ConfigError(
-            f"setting run.seed={cfg.run.seed!r}: expected an integer in [0, 2**32 - run.num_seeds] (the seeds "
-            f"run.seed ... run.seed + {cfg.run.num_seeds - 1} are unsigned 32-bit)"
-        )
+    config_lib.validate(cfg)  # its rules keep run.seed ... run.seed + num_seeds - 1 within uint32
     try:
         features = data_lib.load_features(data_spec(cfg))
         host_data = data_lib.make_dataset(

@@ -45,7 +45,11 @@ BAD_RUN_INPUTS = [
     (["--config.online.bogus=3"], "error: --config.online.bogus: unknown config key 'online.bogus'; did you mean"),
     (["--config.bogus=3"], "error: --config.bogus: unknown config key 'bogus'; `jaxanno list` shows every key"),
     (["--config.sweep.bogus=(1,2)"], "error: --config.sweep.bogus: unknown config key 'sweep.bogus'"),
-    (["--config.run.seed=-1"], "error: setting run.seed=-1: expected an integer in [0, 2**32 - run.num_seeds]"),
+    (["--config.run.seed=-1"], "error: setting run.seed=-1: expected an integer in [0, 4294967295] (seeds are uint32)"),
+    (
+        ["--config.run.seed=4294967295"],
+        "error: setting run.seed=4294967295: expected run.seed + run.num_seeds - 1 <= 4294967295 (seeds are uint32)",
+    ),
     (["--config.sweep.budget=abc"], "error: --config.sweep.budget: found 'abc' (str); expected numbers"),
     (["--config.sweep.risk_threshold=(a,b)"], "error: --config.sweep.risk_threshold: found '(a,b)' (str)"),
     (["--config.online.budget=abc"], "error: --config.online.budget: found 'abc'; expected an integer"),
