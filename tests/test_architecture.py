@@ -20,7 +20,7 @@ MAX_LINES = 500
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("public API", ("__init__",)),
     ("entry points", ("runner", "label")),
-    ("reports", ("report",)),
+    ("reports", ("report", "figures")),
     ("drivers", ("experiment", "crowd")),
     ("configuration", ("config",)),
     ("simulator", ("sim",)),
