@@ -272,6 +272,7 @@ def test_launch_writes_a_report_at_the_end(tmp_path):
     table = pd.read_csv(rep / "report.csv")
     runs = pd.read_csv(tmp_path / "run" / "runs.csv")
     assert table.loc[0, "num_seeds"] == len(runs)
+    assert table.loc[0, "run"] == "custom (3 classes)/improved_lean"  # configs/test.py's 3 classes, not the preset
     assert table.loc[0, "end_cost_per_item_mean"] == pytest.approx(runs["cost_per_item"].mean(), rel=1e-5)
 
 
@@ -324,6 +325,7 @@ def test_run_names_follow_the_resolved_config():
     assert report.experiment_label(preset) == "imagenet_split_1"
     assert report.experiment_label({**preset, "online": {"hit_size": 6}}) == "imagenet_split_1 (hit_size=6)"
     assert report.experiment_label({"experiment": "imagenet_split_1"}) == "imagenet_split_1"
+    assert report.experiment_label({"experiment": "not_a_preset"}) == "not_a_preset"
     assert report.run_fields({**test_py, "simulation": "s"}) == {
         "experiment": "custom (3 classes)",
         "method": "ds_model",
@@ -362,6 +364,14 @@ def test_problem_json_as_a_list_of_launch_records_uses_the_first(tmp_path):
     records = [{"data": "stand-in features for x"}, {"resumed": True}]
     run = report.load_run(_write_workdir(tmp_path / "w", {0: CURVES}, problem=records))
     assert run.standin and run.data == "stand-in features for x"
+
+
+def test_a_corrupt_problem_json_is_named_and_nothing_is_written(tmp_path):
+    run = _write_workdir(tmp_path / "w", {0: CURVES})
+    (run / "problem.json").write_text('{"data": ')
+    with pytest.raises(report.ReportError, match=r"problem\.json: not valid JSON"):
+        report.write_report([run], tmp_path / "rep")
+    assert not (tmp_path / "rep").exists()
 
 
 def test_zoom_range_only_when_curves_are_squeezed():
