@@ -72,6 +72,7 @@ def test_bad_input_stops_before_any_output(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrupted):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
@@ -94,6 +95,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrup
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "runs.csv"), pd.read_csv(uninterrupted / "runs.csv"))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(tmp_path, uninterrupted):
     proc = _launch(LONG + ["--config.worker.prior.strength=3.0"], uninterrupted)
     assert proc.returncode == 2 and "different config" in proc.stderr

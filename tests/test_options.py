@@ -129,6 +129,7 @@ def _assert_slot_invariants(static: types.Static, ann: types.AnnotationState, co
     assert int(ann.item_count.sum()) == cost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("owner, field, value", CASES, ids=[f"{o}.{f}={v}" for o, f, v in CASES])
 def test_every_option_value_runs(owner, field, value, dataset):
     static = _static(owner, field, value)
