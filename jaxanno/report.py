@@ -270,7 +270,7 @@ def _markdown(runs: Sequence[Run], md_rows: list[list[str]], targets: Sequence[f
         extra = (f", simulation {sim}" if sim else "") + (f"; data: {run.data}" if run.data else "")
         lines.append(f"- `{run.name}`: {run.workdir}{extra}")
     if any(r.standin for r in runs):
-        lines += ["", "Stand-in features are synthetic: they have the experiment's classes and image counts,",
+        lines += ["", "Stand-in features are synthetic: they have the run's classes and image counts but are",
                   "not ImageNet images, so absolute accuracies are not the paper's."]  # fmt: skip
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in md_rows]
