@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("command line", ("__main__", "cli")),
     ("public API", ("__init__",)),
     ("entry points", ("runner", "label")),
-    ("reports", ("report", "overview")),
+    ("reports", ("report", "figures", "overview")),
     ("drivers", ("experiment", "crowd")),
     ("configuration", ("config",)),
     ("simulator", ("sim",)),

@@ -537,6 +537,7 @@ def test_cli_reports_bad_input_with_exit_code_two(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_learner_prior_from_features_labels_unlabelled_tasks_and_helps(tmp_path):
     rng = np.random.default_rng(0)
     labels, truth = simulate_labels(600, 20, 3, 2, seed=1, accuracy=(0.5, 0.8))

@@ -297,6 +297,7 @@ def test_prepare_turns_file_problems_into_config_errors(tmp_path, reference):
         experiment.prepare(_reference_config(feat_path, list_path, wnids=f"{CLASSES[0]} {OTHERS[1]}"))
 
 
+@pytest.mark.slow
 def test_reference_files_with_distraction_run_end_to_end(tmp_path):
     feat_path, list_path, _, _ = _write_reference(tmp_path, per_class=20)
     # Separable features so the outcome is checkable: class c sits near 4 * e_c.

@@ -49,12 +49,14 @@ def test_lanes_pad_to_the_device_count_and_map_back():
     np.testing.assert_allclose(params.risk_threshold, [0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.1, 0.1])
 
 
+@pytest.mark.slow
 def test_four_simulated_devices_equal_one(tmp_path, single):
     proc = _run(tmp_path, env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert "on 4 device(s)" in proc.stdout  # 6 lanes padded to 8
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), single)
 
 
+@pytest.mark.slow
 def test_two_processes_on_loopback_equal_one(tmp_path, single):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,6 +69,7 @@ def test_two_processes_on_loopback_equal_one(tmp_path, single):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), single)
 
 
+@pytest.mark.slow
 def test_a_seeds_result_does_not_depend_on_the_other_lanes():
     """With lanes computed one at a time (the CPU default), seed 1 alone, seed 1 among
     three seeds and seed 1 in a sweep give bit-identical metrics."""

@@ -229,6 +229,7 @@ def _crowdkit_problem(seed, n=40, w=8, k=3):
     return pd.DataFrame(rows, columns=["task", "worker", "label"]), n, w, k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_classic_mode_reproduces_crowdkit_posteriors(seed):
     crowdkit = pytest.importorskip("crowdkit.aggregation")
@@ -267,6 +268,7 @@ def test_classic_mode_reproduces_crowdkit_posteriors(seed):
     assert np.isfinite(history[:iters]).all() and np.isnan(history[iters:]).all()
 
 
+@pytest.mark.slow
 def test_blocked_e_pass_equals_whole_array_pass(params):
     """Blocks of 7 over 30 items: same labels, posterior, counts and evidence (no exact ties here:
     a blocked pass breaks those differently)."""

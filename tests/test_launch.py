@@ -73,6 +73,7 @@ def test_bad_input_stops_before_any_output(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrupted):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
@@ -117,6 +118,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path,
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(uninterrupted / "metrics.csv"))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(tmp_path, uninterrupted):
     proc = _launch(LONG + ["--config.worker.prior.strength=3.0"], uninterrupted)
     assert proc.returncode == 2 and "different config" in proc.stderr

@@ -30,6 +30,7 @@ def _blobs(m, separation, seed=0):
 _fit = jax.jit(learner.fit, static_argnums=0)
 
 
+@pytest.mark.slow
 def test_masked_fit_equals_fit_on_the_sliced_rows():
     static = _static()
     params = types.make_params(lr_ratio=0.01)
@@ -94,6 +95,7 @@ def test_lbfgs_temperature_barely_moves_and_reverts_when_worse():
     assert t_under == 1.0
 
 
+@pytest.mark.slow
 def test_cross_validation_vmap_over_folds_equals_separate_fits():
     static = _static(calibrate="cv", cv_folds=3, prototype_as_val=False)
     params = types.make_params(lr_ratio=0.01)
@@ -159,6 +161,7 @@ def test_pseudolabels_are_the_confident_items_and_balancing_tops_up_validation()
     assert (per_class_val >= static.n_prototype_per_class // 2).all()
 
 
+@pytest.mark.slow
 def test_global_scope_keeps_the_best_model_ever():
     static = _static(early_stop_scope="global")
     x, _ = _blobs(96, 2.0)
@@ -177,6 +180,7 @@ def test_global_scope_keeps_the_best_model_ever():
     assert not np.allclose(fresh.probs, old.probs)
 
 
+@pytest.mark.slow
 def test_mixmatch_fit_learns_from_few_labels():
     static = _static(semi_supervised="mixmatch", mixmatch_mu=2, max_epochs=60)
     x, y = _blobs(400, 3.0, seed=6)

@@ -43,7 +43,7 @@ def _dominated(static):
     return data.replace(labels=jax.device_put(labels))
 
 
-@pytest.mark.parametrize("with_learner", [False, True])
+@pytest.mark.parametrize("with_learner", [False, pytest.param(True, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("worker_type", ["structured_noise", "perfect", "adversarial"])
 def test_no_nan_at_the_edges(worker_type, with_learner):
     static = tiny_static(worker_type=worker_type, learner=LEARNER if with_learner else None)

@@ -129,6 +129,7 @@ def _assert_slot_invariants(static: types.Static, ann: types.AnnotationState, co
     assert int(ann.item_count.sum()) == cost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("owner, field, value", CASES, ids=[f"{o}.{f}={v}" for o, f, v in CASES])
 def test_every_option_value_runs(owner, field, value, dataset):
     static = _static(owner, field, value)
@@ -148,6 +149,7 @@ def test_every_option_value_runs(owner, field, value, dataset):
     assert (new_labels <= static.hit_size * static.hits_per_step).all()
 
 
+@pytest.mark.slow
 def test_option_values_reach_the_simulation(dataset):
     """Not a no-op: a few options that must change the labels or beliefs of the base run do."""
     base = _run(BASE, dataset)[0][-1]

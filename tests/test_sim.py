@@ -25,7 +25,10 @@ LEAN = dataclasses.replace(
 METHODS = {"ds_model": None, "efficient_annotation": LEARNER, "lean": LEAN}
 
 
-@pytest.fixture(scope="module", params=sorted(METHODS))
+# The learner methods are the long end-to-end cases: slow; ds_model stays in the fast subset.
+@pytest.fixture(
+    scope="module", params=[m if m == "ds_model" else pytest.param(m, marks=pytest.mark.slow) for m in sorted(METHODS)]
+)
 def setup(request):
     # blocks of 20 over 48 items (2 + a remainder) exercise the blocked E-step in the loop
     em_static = types.EMStatic(criterion="hard" if request.param == "lean" else "soft", item_block=20)

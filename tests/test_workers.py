@@ -72,6 +72,7 @@ def test_structured_and_uniform_noise_share_the_diagonal():
         assert not np.allclose(s, u), "off-diagonal structure must differ"
 
 
+@pytest.mark.slow
 def test_real_workers_have_the_human_accuracy_of_the_split():
     """Real workers are as accurate as the people behind the counts: dogs (split 0) are hard
     (~45%), split 5 is easy (~87%)."""
