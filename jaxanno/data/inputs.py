@@ -73,16 +73,27 @@ def _wrong_kind(path: str, where: str, kind: str, expected: str, fix: str) -> Da
     return DataError(f"{where} {path!r} is {found}: {fix}")
 
 
+def _require_kind(path: str, where: str, want: str, expected: str, fix: str, fix_other_array: str) -> None:
+    """Raise `_wrong_kind` unless the file's first bytes say it is `want` ('npy' or 'npz').
+
+    `fix_other_array` is the advice when the file is the other numpy format (.npz for .npy).
+    """
+    kind = file_kind(path)
+    if kind != want:
+        raise _wrong_kind(path, where, kind, expected, fix_other_array if kind in ("npy", "npz") else fix)
+
+
 def open_npy(path: str, field: str) -> np.ndarray:
     """A memory-mapped .npy array (no copy); `field` is the data setting that names the file."""
     where = f"data.{field}"
-    kind = file_kind(path)
-    if kind != "npy":
-        if kind == "npz":
-            fix = "use data.source='npz' for an .npz, or save the array alone with numpy.save"
-        else:
-            fix = "write the array with numpy.save"
-        raise _wrong_kind(path, where, kind, "a .npy array", fix)
+    _require_kind(
+        path,
+        where,
+        "npy",
+        "a .npy array",
+        "write the array with numpy.save",
+        "use data.source='npz' for an .npz, or save the array alone with numpy.save",
+    )
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -115,13 +126,14 @@ def _stored_member(path: str, archive: zipfile.ZipFile, name: str) -> np.ndarray
 def read_npz(path: str, field: str = "features") -> dict[str, np.ndarray]:
     """The arrays of an .npz (stored members memory-mapped), errors naming the file."""
     where = f"data.{field}"
-    kind = file_kind(path)
-    if kind != "npz":
-        if kind == "npy":
-            fix = "use data.source='npy' (features .npy plus data.labels), or write an .npz with numpy.savez"
-        else:
-            fix = "write it with numpy.savez"
-        raise _wrong_kind(path, where, kind, "an .npz archive", fix)
+    _require_kind(
+        path,
+        where,
+        "npz",
+        "an .npz archive",
+        "write it with numpy.savez",
+        "use data.source='npy' (features .npy plus data.labels), or write an .npz with numpy.savez",
+    )
     try:
         with zipfile.ZipFile(path) as archive:
             names = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
