@@ -78,6 +78,7 @@ def two_runs(tmp_path_factory):
     return tmp, root, first, second
 
 
+@pytest.mark.slow
 def test_second_process_loads_every_program_from_the_cache(two_runs):
     _, root, first, second = two_runs
     assert first["location"] == second["location"] == str(root / compile_cache.folder_name())
@@ -89,6 +90,7 @@ def test_second_process_loads_every_program_from_the_cache(two_runs):
     assert first["min_compile_secs"] == 0.0  # small CPU programs are cached too
 
 
+@pytest.mark.slow
 def test_a_different_problem_compiles_anew(two_runs):
     tmp, root, first, _ = two_runs
     csv = _table(tmp / "three_classes.csv", num_classes=3, seed=1)
@@ -97,6 +99,7 @@ def test_a_different_problem_compiles_anew(two_runs):
     assert "jit(solve)" not in other["hits"], other  # other shapes: another program, never the cached one
 
 
+@pytest.mark.slow
 def test_off_writes_nothing(two_runs):
     tmp, _, _, _ = two_runs
     home = tmp / "xdg_off"
@@ -105,6 +108,7 @@ def test_off_writes_nothing(two_runs):
     assert not home.exists()
 
 
+@pytest.mark.slow
 def test_jax_own_setting_is_kept_unless_a_folder_is_given(two_runs):
     tmp, _, _, _ = two_runs
     csv, own = tmp / "two_classes.csv", str(tmp / "jax_own")
