@@ -51,6 +51,7 @@ class Curve:
     band: Band
     crossings: tuple[tuple[float, float], ...] = ()  # (mean x@T, T) of the targets every seed reached
     early_stop: float = math.nan  # mean labels per image where the early stopper fired (NaN: never)
+    color: int = -1  # colour index, so that a curve keeps its colour in every figure (-1: its position)
 
     def stop_point(self) -> tuple[float, float] | None:
         """(x, y) of the early-stop marker on the mean line, None when there is none."""
@@ -202,8 +203,9 @@ def plot_curves(
     zoom = zoom_range([c.band for c in curves])
     fig = Figure(figsize=(11.0 if zoom else 6.0, 4.2), dpi=150)
     axes = fig.subplots(1, 2, gridspec_kw={"wspace": 0.22}) if zoom else [fig.add_subplot()]
-    cmap = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"]
-    colors = [cmap(i % cmap.N) for i in range(len(curves))]
+    index = [c.color if c.color >= 0 else i for i, c in enumerate(curves)]
+    cmap = matplotlib.colormaps["tab10" if max(index, default=0) < 10 else "tab20"]
+    colors = [cmap(i % cmap.N) for i in index]
     for i, ax in enumerate(axes):
         _draw_curves(ax, curves, colors)
         if zoom:

@@ -305,17 +305,17 @@ def figure_curves(runs: Sequence[Run], column: str, targets: Sequence[float] = (
     share goes to the subtitle. `targets` (percent) adds x@T markers.
     """
     found = []
-    for run in runs:
-        for grid, point, rows in _grid_points(run):
-            curves = results.seed_curves(rows, column)
-            if any(len(x) for x, _ in curves):
-                found.append(
-                    (run, _attributes(run, point), figures.mean_band(curves), _marks(run, grid, rows, targets))
-                )
+    points = [(run, grid, point, rows) for run in runs for grid, point, rows in _grid_points(run)]
+    for color, (run, grid, point, rows) in enumerate(points):  # colour by position among all curves
+        curves = results.seed_curves(rows, column)
+        if any(len(x) for x, _ in curves):
+            found.append(
+                (run, _attributes(run, point), figures.mean_band(curves), _marks(run, grid, rows, targets), color)
+            )
     labels, shared = split_labels([f[1] for f in found])
     out = [
-        figures.Curve(f"{label} ({figures.seeds_text(band.num_seeds)})", band, crossings, stop)
-        for label, (_, _, band, (crossings, stop)) in zip(labels, found)
+        figures.Curve(f"{label} ({figures.seeds_text(band.num_seeds)})", band, crossings, stop, color)
+        for label, (_, _, band, (crossings, stop), color) in zip(labels, found)
     ]
     used = list({id(f[0]): f[0] for f in found}.values())
     return out, subtitle(used, shared)

@@ -91,6 +91,7 @@ def two_runs(tmp_path_factory):
     return tmp, root, first, second
 
 
+@pytest.mark.slow
 def test_second_process_loads_every_program_from_the_cache(two_runs):
     _, root, first, second = two_runs
     assert first["location"] == second["location"] == str(root / compile_cache.folder_name())
@@ -114,6 +115,7 @@ def test_concurrent_processes_share_an_empty_folder(two_runs):
     assert any(p.name.startswith("jit_solve-") for p in pathlib.Path(results[0]["location"]).iterdir())
 
 
+@pytest.mark.slow
 def test_a_different_problem_compiles_anew(two_runs):
     tmp, root, first, _ = two_runs
     csv = _table(tmp / "three_classes.csv", num_classes=3, seed=1)
@@ -122,6 +124,7 @@ def test_a_different_problem_compiles_anew(two_runs):
     assert "jit(solve)" not in other["hits"], other  # other shapes: another program, never the cached one
 
 
+@pytest.mark.slow
 def test_off_writes_nothing(two_runs):
     tmp, _, _, _ = two_runs
     home = tmp / "xdg_off"
@@ -130,6 +133,7 @@ def test_off_writes_nothing(two_runs):
     assert not home.exists()
 
 
+@pytest.mark.slow
 def test_jax_own_setting_is_kept_unless_a_folder_is_given(tmp_path):
     own = str(tmp_path / "jax_own")
     kept = _fit("-", JAXANNO_CACHE_DIR=str(tmp_path / "unused"), JAX_COMPILATION_CACHE_DIR=own)

@@ -44,6 +44,7 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_launch_writes_results_and_compiles_once_for_a_sweep(tmp_path):
     proc = _launch(["--config=configs/test.py", "--config.sweep.risk_threshold=(0.05,0.1,0.2)", "--quiet"], tmp_path)
     assert proc.returncode == 0, proc.stderr

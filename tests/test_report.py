@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -316,6 +317,17 @@ def test_legend_says_1_seed_and_labels_a_sweep_by_its_setting_values(tmp_path):
     curves, subtitle = report.figure_curves([report.load_run(sweep)], "aggregate/all/top1")
     assert [c.label for c in curves] == ["risk_threshold=0.05 (3 seeds)", "risk_threshold=0.2 (1 seed)"]
     assert subtitle == "exp · ds_model · sim"
+
+
+def test_a_curve_keeps_its_colour_when_another_run_has_no_learner(tmp_path):
+    base = _write_workdir(tmp_path / "base", {0: CURVES}, config={"method": "ds_model"})
+    ea = _write_workdir(tmp_path / "ea", {0: CURVES}, config={"method": "ea"}, learner=True)
+    runs = [report.load_run(base), report.load_run(ea)]
+    aggregate, _ = report.figure_curves(runs, "aggregate/all/top1")
+    learner, _ = report.figure_curves(runs, "learner/all/top1")
+    assert [c.color for c in aggregate] == [0, 1] and [c.color for c in learner] == [1]
+    line = figures.plot_curves(learner, "y", "t").axes[0].get_legend_handles_labels()[0][0]
+    assert line.get_color() == matplotlib.colormaps["tab10"](1)
 
 
 def test_run_names_follow_the_resolved_config():
