@@ -19,9 +19,9 @@ Worker types (`Static.worker_type`):
   * ``item_difficulty`` (``amt_item_difficulty``): the ``structured_noise`` workers, but some
     images are harder than others for everybody. Item i has a difficulty d_i in [0, 1] with
     mean ``difficulty_mean`` and standard deviation ``difficulty_spread``, most images easy
-    and a long tail hard (`item_difficulty`); a worker
-    answering it uses their row moved toward their own confusable classes when d_i is above
-    the mean and toward the right answer when below (`harden_rows`). The move is linear in
+    and a long tail hard (`item_difficulty`); a worker answering it uses their row moved
+    toward their own confusable classes when d_i is above the mean and toward the right
+    answer when below (`harden_rows`). The move is linear in
     d_i, so E_d[accuracy] is the worker's structured accuracy: on average over items every
     real-worker group is exactly as accurate as its Mechanical Turk counts. Spread 0 is
     exactly ``structured_noise``.
@@ -251,8 +251,8 @@ def answer(
 
     Args:
       true_confusion: (W, K, K).
-      worker, true_label: (...) i32 (any valid index on masked lanes), any shape L.
-      difficulty: f32 difficulty of each lane's item (``item_difficulty`` workers), or
+      worker, true_label: (...) i32 (any valid index on masked lanes), any shape.
+      difficulty: (...) f32 difficulty of each lane's item (``item_difficulty`` workers), or
         None: every item alike.
       difficulty_mean: () the mean difficulty (see `harden_rows`).
     Returns:
