@@ -25,7 +25,7 @@ from typing import Any
 from ml_collections import config_dict
 
 from jaxanno import data as data_lib
-from jaxanno import types
+from jaxanno import types, workers
 from jaxanno.data import amt
 
 
@@ -76,6 +76,8 @@ SCHEMA: dict[str, Field] = {
     "worker.out_of_group_noise": _param("out_of_group_noise"),
     "worker.reliability.mean": _param("reliability_mean"),
     "worker.reliability.std": _param("reliability_std"),
+    "worker.difficulty.mean": _param("difficulty_mean"),  # 'item_difficulty' workers only
+    "worker.difficulty.spread": _param("difficulty_spread"),
     "worker.prior.type": _static("Static", "prior_type", types.PRIOR_TYPES),
     "worker.prior.strength": _param("prior_strength"),
     "worker.prior.pos_count": _param("prior_pos_count"),
@@ -140,6 +142,7 @@ METHODS: dict[str, dict[str, Any]] = {
 SIMULATIONS: dict[str, dict[str, Any]] = {
     "amt_structured_noise": {"worker.type": "structured_noise"},
     "amt_uniform_noise": {"worker.type": "uniform_noise"},
+    "amt_item_difficulty": {"worker.type": "item_difficulty"},
 }
 PATHS: tuple[str, ...] = (*SCHEMA, *(f"sweep.{name}" for name in PARAM_PATHS))  # every leaf of a config
 
@@ -280,6 +283,8 @@ RANGES: tuple[tuple[str, float, float, str, str], ...] = (
     ("worker.reliability.mean", 0, 1, "float(]", "a worker's probability of a right answer"),
     ("worker.reliability.std", 0, 1, "float", "the spread of a probability"),
     ("worker.out_of_group_noise", 0, 1, "float", "a fraction of each confusion row"),
+    ("worker.difficulty.mean", 0, 1, "float()", "the mean of the items' difficulty"),
+    ("worker.difficulty.spread", 0, 1, "float", "the standard deviation of a difficulty in [0, 1]"),
     ("optimizer.likelihood_epsilon", 0, _INF, "float", "a convergence tolerance"),
     ("optimizer.log_epsilon", 0, 1, "float()", "added inside log p(z | y): <= 0 takes the log of 0 or less"),
     ("learner.lr_ratio", 0, 1, "float(]", "learning rate = lr_ratio * sqrt(batch size)"),
@@ -309,6 +314,11 @@ def _range_text(low: float, high: float, kind: str, why: str) -> str:
         return f"{name} {'>' if '(' in kind else '>='} {low} ({why})"
     ends = ("(" if "(" in kind else "[", ")" if ")" in kind else "]")
     return f"{name} in {ends[0]}{low}, {high}{ends[1]} ({why})"
+
+
+def _max_spread(mean: float) -> float:
+    """The largest difficulty spread at this mean (`workers.max_difficulty_spread`), 0 outside (0, 1)."""
+    return workers.max_difficulty_spread(mean) if 0 < mean < 1 else 0.0
 
 
 def _duplicates(wnids: str | None) -> list[str]:
@@ -362,6 +372,9 @@ RULES: tuple[tuple[str, Callable[[Any, Any], bool], Any], ...] = (
     ("run.seed", lambda v, c: v + c.run.num_seeds - 1 <= UINT32_MAX,
      f"run.seed + run.num_seeds - 1 <= {UINT32_MAX} (seeds are uint32)"),
     ("run.max_steps", lambda v, c: v != 0, "-1 (automatic) or at least 1 step"),
+    ("worker.difficulty.spread", lambda v, c: v <= _max_spread(c.worker.difficulty.mean),
+     lambda c: f"at most mean * sqrt((1 - mean) / (1 + mean)) = {_max_spread(c.worker.difficulty.mean):.4g} "
+     f"for worker.difficulty.mean={c.worker.difficulty.mean} (the spread of Beta(1, (1 - mean) / mean))"),
     ("learner.max_epochs", lambda v, c: v >= c.learner.eval_every, "at least learner.eval_every={learner.eval_every}"),
     ("n_prototype_per_class", lambda v, c: v >= 2 or c.learner.algo == "dummy",
      "at least 2 with a learner (half of them train at step 0)"),

@@ -19,8 +19,9 @@ A stopped run is frozen: every later step returns its state unchanged (with
 ``active=False`` in the metrics), which is what lets seeds stop independently under vmap.
 
 Keys: every function here takes the seed's *run key*, never a per-step key. It is split
-once into a pool key and a step key; step t uses ``fold_in(step_key, t)``. Nothing random
-is stored, so a resumed run is bit-identical.
+once into a pool key and a step key; step t uses ``fold_in(step_key, t)``. Item
+difficulties (``item_difficulty`` workers) come from ``fold_in(run_key, DIFFICULTY_STREAM)``,
+one item at a time. Nothing random is stored, so a resumed run is bit-identical.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ import jax.numpy as jnp
 
 from jaxanno import dawid_skene, em, learner, metrics, sampler, stopping, workers
 from jaxanno.types import Dataset, EMState, Params, SimState, Static, StepMetrics
+
+DIFFICULTY_STREAM = 0x1D1FF  # folded into the run key for the items' difficulties
+
+
+def difficulty_key(run_key: jax.Array) -> jax.Array:
+    """The key of one seed's item difficulties (`workers.item_difficulty`)."""
+    return jax.random.fold_in(run_key, DIFFICULTY_STREAM)
 
 
 def _keys(run_key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -59,7 +67,7 @@ def init_state(static: Static, params: Params, data: Dataset, run_key: jax.Array
     )
 
 
-def _collect_labels(static: Static, params: Params, data: Dataset, state: SimState, key: jax.Array):
+def _collect_labels(static: Static, params: Params, data: Dataset, state: SimState, key: jax.Array, run_key: jax.Array):
     """Step 2: draw HITs and store the simulated answers (nothing at the initial step)."""
     k_hits, k_answer = jax.random.split(key)
     cost = state.annotations.item_count.sum()
@@ -67,7 +75,12 @@ def _collect_labels(static: Static, params: Params, data: Dataset, state: SimSta
     hits = sampler.select_hits(static, params, state.annotations, state.em, alpha, params.budget - cost, k_hits)
     hits = hits._replace(valid=hits.valid & (state.step >= 0))
     lane_workers = jnp.broadcast_to(hits.workers[:, None], hits.items.shape)
-    answers = workers.answer(state.workers.true_confusion, lane_workers, data.labels[hits.items], k_answer)
+    difficulty = None  # every item alike, except for 'item_difficulty' workers
+    if static.worker_type == "item_difficulty":
+        difficulty = workers.item_difficulty(params, difficulty_key(run_key), hits.items)
+    true_label = data.labels[hits.items]
+    conf = state.workers.true_confusion
+    answers = workers.answer(conf, lane_workers, true_label, k_answer, difficulty, params.difficulty_mean)
     return sampler.record_answers(state.annotations, hits, answers)
 
 
@@ -133,7 +146,7 @@ def online_step(
     _, k_steps = _keys(run_key)
     k_collect, k_aggregate = jax.random.split(jax.random.fold_in(k_steps, state.step + 1))
     checked = stopping.check_stop(static, params, state)
-    annotations = _collect_labels(static, params, data, checked, k_collect)
+    annotations = _collect_labels(static, params, data, checked, k_collect, run_key)
     stepped = stopping.check_finite(_aggregate(static, params, data, checked, annotations, k_aggregate))
     out = jax.tree.map(lambda old, new: jnp.where(checked.done, old, new), checked, stepped)
     return out, step_metrics(static, params, data, out, ~checked.done)

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 from flax import struct
 
-WORKER_TYPES = ("perfect", "uniform", "structured_noise", "uniform_noise", "adversarial")
+WORKER_TYPES = ("perfect", "uniform", "structured_noise", "uniform_noise", "adversarial", "item_difficulty")
 PRIOR_TYPES = (
     "homegeneous_workers",
     "homegeneous_workers_diagonal_perfect",
@@ -196,6 +196,8 @@ class Params:
     reliability_mean: jax.Array  # () f32, 'uniform' workers' mean diagonal
     reliability_std: jax.Array  # () f32, 'uniform' workers' diagonal spread
     out_of_group_noise: jax.Array  # () f32, AMT workers' mass moved out of group (0.03)
+    difficulty_mean: jax.Array  # () f32, 'item_difficulty': mean of the items' difficulty in [0, 1]
+    difficulty_spread: jax.Array  # () f32, 'item_difficulty': its standard deviation (0: all alike)
     lr_ratio: jax.Array  # () f32, learning rate = lr_ratio * sqrt(batch)
     weight_decay: jax.Array  # () f32, L2 added to the gradient (torch Adam style)
     pseudo_label_threshold: jax.Array  # () f32, learner's risk threshold for pseudolabels
@@ -364,6 +366,8 @@ PARAM_DEFAULTS = dict(
     reliability_mean=0.8,
     reliability_std=0.1,
     out_of_group_noise=0.03,
+    difficulty_mean=0.25,
+    difficulty_spread=0.19,
     lr_ratio=1e-4,
     weight_decay=1e-3,
     pseudo_label_threshold=0.1,

@@ -16,8 +16,18 @@ Worker types (`Static.worker_type`):
     diagonal, (1 - diagonal) spread evenly over the other K - 1 classes, then the same
     out-of-group move (the original implementation applies it to both real-worker types).
   * ``adversarial``: never right, uniform over the K - 1 wrong labels (an edge case).
+  * ``item_difficulty`` (``amt_item_difficulty``): the ``structured_noise`` workers, but some
+    images are harder than others for everybody. Item i has a difficulty d_i in [0, 1] with
+    mean ``difficulty_mean`` and standard deviation ``difficulty_spread``, most images easy
+    and a long tail hard (`item_difficulty`); a worker answering it uses their row moved
+    toward their own confusable classes when d_i is above the mean and toward the right
+    answer when below (`harden_rows`). The move is linear in
+    d_i, so E_d[accuracy] is the worker's structured accuracy: on average over items every
+    real-worker group is exactly as accurate as its Mechanical Turk counts. Spread 0 is
+    exactly ``structured_noise``.
 
-Each seed draws its own pool of W workers from its own key.
+Each seed draws its own pool of W workers from its own key, and (``item_difficulty``) its
+own item difficulties from its own difficulty key (`item_difficulty`).
 """
 
 from __future__ import annotations
@@ -166,14 +176,89 @@ def init_pool(static: Static, params: Params, crowd: CrowdStats, key: jax.Array)
     )
 
 
-def answer(true_confusion: jax.Array, worker: jax.Array, true_label: jax.Array, key: jax.Array) -> jax.Array:
-    """Simulated answers z ~ Categorical(M_worker[true_label]).
+def max_difficulty_spread(mean: float) -> float:
+    """The largest `difficulty_spread` at this mean: the standard deviation of Beta(1, (1 - mean) / mean)."""
+    return mean * ((1 - mean) / (1 + mean)) ** 0.5
+
+
+def item_difficulty(params: Params, key: jax.Array, items: jax.Array) -> jax.Array:
+    """Difficulties of the given items: mean `difficulty_mean` m, standard deviation `difficulty_spread`.
+
+    d = m + t (x - m) with x ~ Beta(1, (1 - m) / m), whose mean is m, drawn in closed form
+    (x = 1 - (1 - u)^(m / (1 - m)), u uniform): a density falling from d = 0, so most
+    images are easy and a long tail is hard (m = 0.25: Beta(1, 3)). The scale t in [0, 1] is
+    spread / `max_difficulty_spread` (m); spread 0 gives d = m for every item, bit for bit, and
+    a spread above the maximum (refused by the config rules) is treated as the maximum.
+
+    Item i's difficulty is drawn from ``fold_in(key, i)`` alone, so it is the same whichever
+    step asks for it and whichever other items are asked with it: nothing is stored, a
+    resumed run sees the same difficulties, and ``item_difficulty(params, key, arange(N))``
+    is the whole (N,) vector.
+
+    Args:
+      key: the seed's difficulty key.
+      items: (...) i32 item indices, any shape.
+    Returns:
+      (...) f32 difficulties in [0, 1], the shape of `items`.
+    """
+    mean, spread = params.difficulty_mean, params.difficulty_spread
+    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(items.reshape(-1)).reshape(items.shape)
+    x = -jnp.expm1(jnp.log1p(-u) * (mean / (1 - mean)))  # Beta(1, (1 - m) / m) by its inverse CDF
+    scale = jnp.clip(spread / max_difficulty_spread(mean), 0.0, 1.0)
+    return jnp.clip(mean + scale * (x - mean), 0.0, 1.0).astype(jnp.float32)
+
+
+def harden_rows(rows: jax.Array, true_label: jax.Array, difficulty: jax.Array, mean: jax.Array) -> jax.Array:
+    """Answer distributions of items of the given difficulties, mean-preserving in accuracy.
+
+    A row r with accuracy p = r[y] becomes r + delta (e_y - c), where c is r's wrong-answer
+    mass renormalised (the worker's own confusable classes: for real workers, their group's
+    confusions plus the sampled worker's) and delta = s(p) (mean - d), with
+    s(p) = min(p / (1 - mean), (1 - p) / mean) the largest slope that keeps every entry in
+    [0, 1] for every d in [0, 1]. The accuracy becomes p + delta: an easy item (d = 0) moves
+    toward the right answer, a hard one (d = 1) toward the confusable classes, never toward
+    uniform noise, so hard images produce the structured, correlated mistakes of real
+    annotators (two dog breeds), which is what makes them hard for aggregation too. As
+    delta is linear in d and E[d] = mean, E_d[accuracy] = p exactly; d = mean leaves the row
+    bit for bit unchanged. A row with p = 0 or p = 1 is left unchanged (s = 0).
+
+    Args:
+      rows: (..., K) answer distributions, rows sum to 1.
+      true_label: (...) i32.
+      difficulty: (...) f32 in [0, 1].
+      mean: () f32 in (0, 1), the mean difficulty.
+    Returns:
+      (..., K) f32 non-negative, rows sum to 1.
+    """
+    onehot = jax.nn.one_hot(true_label, rows.shape[-1], dtype=bool)
+    p = jnp.where(onehot, rows, 0.0).sum(-1)
+    wrong = 1.0 - p
+    slope = jnp.maximum(jnp.minimum(p / (1 - mean), wrong / mean), 0.0)
+    delta = slope * (mean - difficulty)
+    confusable = jnp.where(onehot, 0.0, rows) / jnp.where(wrong > 0, wrong, 1.0)[..., None]
+    return jnp.maximum(rows + delta[..., None] * (onehot - confusable), 0.0)
+
+
+def answer(
+    true_confusion: jax.Array,
+    worker: jax.Array,
+    true_label: jax.Array,
+    key: jax.Array,
+    difficulty: jax.Array | None = None,
+    difficulty_mean: jax.Array | float = 0.25,
+) -> jax.Array:
+    """Simulated answers z ~ Categorical(M_worker[true_label]), optionally per item difficulty.
 
     Args:
       true_confusion: (W, K, K).
-      worker, true_label: (L,) i32 (any valid index on masked lanes).
+      worker, true_label: (...) i32 (any valid index on masked lanes), any shape.
+      difficulty: (...) f32 difficulty of each lane's item (``item_difficulty`` workers), or
+        None: every item alike.
+      difficulty_mean: () the mean difficulty (see `harden_rows`).
     Returns:
-      (L,) i32 given labels.
+      (...) i32 given labels, the shape of `worker`.
     """
-    rows = true_confusion[worker, true_label]  # (L, K)
+    rows = true_confusion[worker, true_label]  # (..., K)
+    if difficulty is not None:
+        rows = harden_rows(rows, true_label, difficulty, jnp.asarray(difficulty_mean, jnp.float32))
     return jax.random.categorical(key, jnp.log(rows), axis=-1).astype(jnp.int32)

@@ -226,3 +226,24 @@ def classic_dawid_skene(workers, labels, num_workers, k, n_iter=100, tol=1e-5):
         if len(history) > 1 and history[-1] - history[-2] < tol:
             break
     return post, counts, class_prior, len(history), history
+
+
+def hardened_row(row, y, d, mean):
+    """One answer distribution for an item of difficulty `d`, with plain float64 arithmetic:
+    the accuracy p = row[y] becomes p + s (mean - d), s = min(p / (1 - mean), (1 - p) / mean),
+    and the wrong answers keep their proportions (their total becomes 1 minus that)."""
+    row = np.asarray(row, np.float64)
+    p = row[y]
+    s = max(min(p / (1 - mean), (1 - p) / mean), 0.0)
+    acc = p + s * (mean - d)
+    out = row * ((1 - acc) / (1 - p)) if p < 1 else row.copy()
+    out[y] = acc
+    return out
+
+
+def group_accuracy(counts, class_ids):
+    """Mean over the classes of one real-worker group of P(answer = true class), from the
+    group's summed counts (classes weighted alike, as the experiments sample them)."""
+    total = np.asarray(counts, np.float64).sum(0)
+    rows = total[class_ids]
+    return float(np.mean(rows[np.arange(len(class_ids)), class_ids] / rows.sum(1)))

@@ -194,6 +194,14 @@ NUMERIC_PATHS = [p for p, f in config.SCHEMA.items() if type(f.default) in (int,
         ({"worker.reliability.mean": -1.0}, "worker.reliability.mean=-1.0"),
         ({"worker.reliability.std": -0.1}, "worker.reliability.std=-0.1"),
         ({"worker.out_of_group_noise": 1.5}, "worker.out_of_group_noise=1.5"),
+        ({"worker.difficulty.mean": 0.0}, "worker.difficulty.mean=0.0: expected a finite number in (0, 1)"),
+        ({"worker.difficulty.spread": -0.1}, "worker.difficulty.spread=-0.1: expected a finite number in [0, 1]"),
+        (
+            {"worker.difficulty.mean": 0.5, "worker.difficulty.spread": 0.3},
+            "setting worker.difficulty.spread=0.3: expected at most mean * sqrt((1 - mean) / (1 + mean)) = 0.2887 "
+            "for worker.difficulty.mean=0.5",
+        ),
+        ({"sweep.difficulty_spread": (0.1, 0.2)}, "sweep.difficulty_spread value 0.2: setting worker.difficulty"),
         ({"learner.lr_ratio": float("nan")}, "learner.lr_ratio=nan: expected a finite number in (0, 1]"),
         ({"learner.lr_ratio": 1e6}, "learner.lr_ratio=1000000.0"),
         ({"learner.weight_decay": float("inf")}, "learner.weight_decay=inf"),
@@ -246,6 +254,7 @@ def test_values_at_the_limits_are_accepted():
         "online.budget": 2**31 - 1, "sampler.max_annotation_per_worker": 2**31 - 1, "run.num_seeds": 65536,
         "sampler.max_annotation_per_example": 64, "worker.prior.strength": 1e6, "worker.reliability.mean": 1.0,
         "worker.reliability.std": 0.0, "learner.lr_ratio": 1.0, "optimizer.likelihood_epsilon": 0.0, "run.max_steps": 1,
-        "run.seed": 2**32 - 65536, "sweep.budget": (0, 2**31 - 1),
+        "run.seed": 2**32 - 65536, "sweep.budget": (0, 2**31 - 1), "worker.difficulty.mean": 0.5,
+        "worker.difficulty.spread": 0.5 * (1 / 3) ** 0.5,
     }  # fmt: skip
     config.validate(config.resolve(_cfg(**at_limits)))

@@ -153,7 +153,8 @@ def test_every_option_value_runs(owner, field, value, dataset):
 def test_option_values_reach_the_simulation(dataset):
     """Not a no-op: a few options that must change the labels or beliefs of the base run do."""
     base = _run(BASE, dataset)[0][-1]
-    changes = [("Static", "worker_type", "adversarial"), ("EMStatic", "aggregator", "mj"),
+    changes = [("Static", "worker_type", "adversarial"), ("Static", "worker_type", "item_difficulty"),
+               ("EMStatic", "aggregator", "mj"),
                ("EMStatic", "m_step", "soft"), ("Static", "sampler", "greedy_task_assignment")]  # fmt: skip
     for owner, field, value in changes:
         other = _run(_static(owner, field, value), dataset)[0][-1]

@@ -19,7 +19,7 @@ from jaxanno.data import amt, inputs, standin
 
 DataError = inputs.DataError  # a ValueError naming the data setting or file, what was found and what to do
 OTHER_CLASS = "other"  # name of the extra class of distraction items
-REAL_WORKER_TYPES = ("structured_noise", "uniform_noise")
+REAL_WORKER_TYPES = ("structured_noise", "uniform_noise", "item_difficulty")
 SOURCES = ("standin", "reference", "npz", "npy")  # where `load_features` reads from
 
 
