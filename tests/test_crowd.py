@@ -389,6 +389,7 @@ def test_run_function_api_returns_frames_without_writing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_parquet_input_gives_the_same_labels_as_csv(tmp_path):
     labels, _ = _load("rte")
     labels.to_parquet(tmp_path / "labels.parquet")  # integer columns: read back as text
@@ -398,6 +399,7 @@ def test_parquet_input_gives_the_same_labels_as_csv(tmp_path):
     assert from_csv.task.iloc[0] == "25" and set(from_csv.label) == {"0", "1"}
 
 
+@pytest.mark.slow
 def test_npy_features_add_unlabelled_tasks_that_go_into_the_batch(tmp_path):
     labels = pd.DataFrame({"task": ["a", "a", "b", "b"], "worker": ["u", "v", "u", "v"], "label": ["x", "x", "y", "y"]})
     labels.to_csv(tmp_path / "labels.csv", index=False)

@@ -125,6 +125,7 @@ def _veteran_and_newcomer() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "worker", "label"])
 
 
+@pytest.mark.slow
 def test_shrunk_skills_send_greedy_hits_to_proven_workers_not_lucky_newcomers():
     labels = _veteran_and_newcomer()
     chosen = {}
