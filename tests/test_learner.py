@@ -145,6 +145,7 @@ def test_initial_split_trains_on_half_the_prototypes():
         np.testing.assert_array_equal(np.bincount(np.flatnonzero(s.val) % K, minlength=K), [2] * K)
 
 
+@pytest.mark.slow
 def test_pseudolabels_are_the_confident_items_and_balancing_tops_up_validation():
     static = _static(semi_supervised="pseudolabel")
     rng = np.random.default_rng(0)

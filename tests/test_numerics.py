@@ -148,6 +148,7 @@ def test_max_steps_runs_exactly_that_many_steps(short_cfg, max_steps):
     np.testing.assert_array_equal(problem.by_grid_seed(jax.device_get(result.state.step)), max_steps - 1)
 
 
+@pytest.mark.slow
 def test_a_launch_with_non_finite_beliefs_fails_and_names_the_settings(short_cfg, tmp_path, capsys, monkeypatch):
     """log_epsilon=-1 is refused by the config rules; skipping them shows what the guard does."""
     monkeypatch.setattr(config, "validate", lambda cfg: None)

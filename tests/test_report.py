@@ -148,6 +148,7 @@ def test_write_report_x_at_target_values_per_seed_match_hand_values():
     assert np.isnan(got[2])
 
 
+@pytest.mark.slow
 def test_write_report_early_stop_end_point_and_learner(one_run, tmp_path):
     out = tmp_path / "rep"
     report.write_report([one_run], out)

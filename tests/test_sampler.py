@@ -50,6 +50,7 @@ def test_lowered_threshold_matches_reference_loop(seed):
             np.testing.assert_array_equal((risk > got) & room, (risk > want) & room)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["random", "greedy_task_assignment"])
 @pytest.mark.parametrize("seed", range(3))
 def test_hits_respect_the_invariants(algo, seed):

@@ -90,6 +90,7 @@ def test_online_step_traces_once_for_new_params(setup, params):
     assert int(state.step) == 2
 
 
+@pytest.mark.slow
 def test_same_key_same_run_and_different_keys_differ(setup, params):
     static, data = setup
     a = _simulate(static, params, data, jax.random.key(3), STEPS)
@@ -154,6 +155,7 @@ def test_learner_at_step_zero_trains_on_half_the_prototypes(params):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("early_stop", [False, True])
 def test_early_stopper_ends_the_run_only_when_asked(early_stop, params):
     """A stopper whose maximum is older than its window fires; the run stops only with the flag."""
@@ -172,6 +174,7 @@ def test_early_stopper_ends_the_run_only_when_asked(early_stop, params):
     assert types.STOP_REASONS[int(checked.stop_reason)] == ("early_stop" if early_stop else "running")
 
 
+@pytest.mark.slow
 def test_warm_start_begins_em_from_the_previous_counts(params):
     static = tiny_static(em=types.EMStatic(warm_start=True))
     previous = jnp.ones((static.num_workers, 4, 4)) * 3.0

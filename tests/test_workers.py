@@ -26,7 +26,11 @@ def _static(kind, k, **kw):
     return tiny_static(num_classes=k, worker_type=kind, num_workers=8, **kw)
 
 
-@pytest.mark.parametrize("kind", ["perfect", "uniform", "structured_noise", "uniform_noise", "adversarial"])
+@pytest.mark.parametrize(
+    "kind",
+    ["perfect", "adversarial"]
+    + [pytest.param(k, marks=pytest.mark.slow) for k in ("uniform", "structured_noise", "uniform_noise")],
+)
 def test_worker_rows_sum_to_one(kind):
     arrays, crowd = _crowd(ANIMAL)
     static = _static(kind, len(ANIMAL))
@@ -43,7 +47,7 @@ def _picked_indices(arrays, key):
     return np.asarray(jax.random.categorical(key, logits, axis=-1))
 
 
-@pytest.mark.parametrize("kind", ["structured_noise", "uniform_noise"])
+@pytest.mark.parametrize("kind", ["structured_noise", pytest.param("uniform_noise", marks=pytest.mark.slow)])
 def test_real_workers_match_numpy_construction(kind):
     arrays, crowd = _crowd(ANIMAL)
     key = jax.random.key(11)
