@@ -16,6 +16,7 @@ written on one device count resumes on another.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,6 +34,24 @@ FILE = "checkpoint.msgpack"
 FORMAT_VERSION = 1
 SPACE_MARGIN = 1 << 20  # bytes kept free beyond the checkpoint itself
 _FIX = "use another --workdir, or --fresh to start over"
+
+
+def _to_state_dict(x: Any) -> dict[str, Any]:
+    return {f.name: serialization.to_state_dict(getattr(x, f.name)) for f in dataclasses.fields(x)}
+
+
+def _from_state_dict(x: Any, state: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(x)}
+    if set(state) != names:
+        missing, unexpected = sorted(names - set(state)), sorted(set(state) - names)
+        raise ValueError(f"{type(x).__name__}: fields missing {missing}, unexpected {unexpected}")
+    return x.replace(**{n: serialization.from_state_dict(getattr(x, n), state[n], name=n) for n in names})
+
+
+# The state classes are plain jax pytrees (`types.pytree_dataclass`); stored as {field: value}
+# dicts, the layout of earlier checkpoints.
+for _cls in types.PYTREE_DATACLASSES:
+    serialization.register_serialization_state(_cls, _to_state_dict, _from_state_dict, override=True)
 
 
 class CheckpointError(ValueError):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 
@@ -292,12 +291,12 @@ def e_pass(
         and their label fixed in every E-step (crowd-kit's ``true_labels``).
     """
     n, k, w = static.num_items, static.num_classes, static.num_workers
-    chex.assert_shape([table, log_class_prior], [(w * k, k), (k,)])
-    chex.assert_shape([annotations.worker, annotations.label], (n, static.max_annotations))
+    ops.assert_shape([table, log_class_prior], [(w * k, k), (k,)])
+    ops.assert_shape([annotations.worker, annotations.label], (n, static.max_annotations))
     if log_learner is not None:
-        chex.assert_shape(log_learner, (n, k))
+        ops.assert_shape(log_learner, (n, k))
     if gold is not None:
-        chex.assert_shape(gold, (n,))
+        ops.assert_shape(gold, (n,))
     counts = {"hard": jnp.zeros(w * k * k, jnp.float32), "soft": jnp.zeros((w * k, k), jnp.float32)}
     carry = EPassCarry(
         posterior=jnp.zeros((n, k), jnp.float32) if with_posterior else None,

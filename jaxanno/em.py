@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 
@@ -304,7 +303,7 @@ def solve(
     limit = steps if max_iterations is None else jnp.minimum(max_iterations, steps)
     if start_posterior is None:
         start_posterior = ds.clamp_to_gold(ds.majority_vote(annotations, static.num_classes), gold)
-    chex.assert_shape(start_posterior, (static.num_items, static.num_classes))
+    ops.assert_shape(start_posterior, (static.num_items, static.num_classes))
     annotated = ds.annotated_items(annotations)
     nan = jnp.full((steps,), jnp.nan, jnp.float32)
     trace = EMTrace(nan, nan, jnp.zeros(steps, jnp.int32), jnp.zeros(steps, bool)) if with_trace else None

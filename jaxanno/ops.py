@@ -10,7 +10,19 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
+
+
+def assert_shape(arrays: jax.Array | list[jax.Array], shapes: tuple | list[tuple]) -> None:
+    """Raise AssertionError unless every array has its expected shape (a trace-time check).
+
+    Args:
+      arrays: one array or a list of them; shapes: one shape for all, or a list with one per array.
+    """
+    arrays = arrays if isinstance(arrays, list) else [arrays]
+    shapes = shapes if isinstance(shapes, list) else [shapes] * len(arrays)
+    for i, (x, shape) in enumerate(zip(arrays, shapes, strict=True)):
+        if tuple(jnp.shape(x)) != tuple(shape):
+            raise AssertionError(f"input {i}: shape {tuple(jnp.shape(x))}, expected {tuple(shape)}")
 
 
 def hash32(x: jax.Array) -> jax.Array:
@@ -72,5 +84,7 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array
     Args:
       logits: (B, K); labels: (B,) i32; weight: (B,) f32 row weights.
     """
+    import optax  # here, not at the top: EM, the sampler and the crowd API never load it
+
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return (ce * weight).sum() / jnp.maximum(weight.sum(), 1.0)

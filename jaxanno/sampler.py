@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 
@@ -139,9 +138,9 @@ def select_hits(
       worker are invalid.
     """
     n, w, k = static.num_items, static.num_workers, static.num_classes
-    chex.assert_shape([annotations.item_count, annotations.worker_count], [(n,), (w,)])
-    chex.assert_shape([em_state.posterior, em_state.risk, alpha], [(n, k), (n,), (w, k, k)])
-    chex.assert_rank(labels_left, 0)
+    ops.assert_shape([annotations.item_count, annotations.worker_count], [(n,), (w,)])
+    ops.assert_shape([em_state.posterior, em_state.risk, alpha], [(n, k), (n,), (w, k, k)])
+    ops.assert_shape(labels_left, ())
     k_order, k_hits = jax.random.split(key)
     order = jax.random.permutation(k_order, w)
     greedy = static.sampler == "greedy_task_assignment"

@@ -33,7 +33,24 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from flax import struct
+
+PYTREE_DATACLASSES: list[type] = []  # every `pytree_dataclass`, for serialisers (see jaxanno.checkpoint)
+
+
+def pytree_dataclass(cls: type) -> type:
+    """A frozen dataclass whose fields are all pytree children, with ``replace(**changes)``.
+
+    Registered with `jax.tree_util` directly rather than through flax, so that EM, the
+    sampler and the crowd API run without loading flax (checkpoints register these classes
+    with flax's serialiser themselves).
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    names = [field.name for field in dataclasses.fields(cls)]
+    jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
+    cls.replace = lambda self, **changes: dataclasses.replace(self, **changes)
+    PYTREE_DATACLASSES.append(cls)
+    return cls
+
 
 WORKER_TYPES = ("perfect", "uniform", "structured_noise", "uniform_noise", "adversarial", "item_difficulty")
 PRIOR_TYPES = (
@@ -178,7 +195,7 @@ class Static:
         return self.hit_size * self.hits_per_step
 
 
-@struct.dataclass
+@pytree_dataclass
 class Params:
     """Sweepable settings: scalar arrays, never branched on in Python.
 
@@ -205,7 +222,7 @@ class Params:
     mixmatch_weight: jax.Array  # () f32, weight of the unlabelled L2 term
 
 
-@struct.dataclass
+@pytree_dataclass
 class CrowdStats:
     """Real Mechanical Turk confusion counts restricted to the experiment's classes.
 
@@ -219,7 +236,7 @@ class CrowdStats:
     global_counts: jax.Array  # (K, K) f32, all real workers' counts (prior source)
 
 
-@struct.dataclass
+@pytree_dataclass
 class Dataset:
     """Fixed inputs of one problem, shared by every seed and grid point."""
 
@@ -228,7 +245,7 @@ class Dataset:
     crowd: CrowdStats
 
 
-@struct.dataclass
+@pytree_dataclass
 class WorkerPool:
     """One seed's simulated workers: true behaviour and the model's prior over it."""
 
@@ -236,7 +253,7 @@ class WorkerPool:
     prior_alpha: jax.Array  # (W, K, K) f32, Dirichlet pseudo-counts, strength applied
 
 
-@struct.dataclass
+@pytree_dataclass
 class AnnotationState:
     """Labels collected so far, in fixed slots with -1 as the empty sentinel."""
 
@@ -251,7 +268,7 @@ class AnnotationState:
         return self.worker >= 0
 
 
-@struct.dataclass
+@pytree_dataclass
 class EMState:
     """Dawid-Skene estimates after the latest online step."""
 
@@ -262,7 +279,7 @@ class EMState:
     iterations: jax.Array  # () i32, EM iterations run at the latest step
 
 
-@struct.dataclass
+@pytree_dataclass
 class LearnerOutput:
     """The learner's latest output, carried to the next online step (not its weights:
     the model is re-initialised and refitted at every step)."""
@@ -273,7 +290,7 @@ class LearnerOutput:
     temperature: jax.Array  # () f32, calibration temperature of the latest fit
 
 
-@struct.dataclass
+@pytree_dataclass
 class StopperState:
     """The early stopper over the number of confident items (see `jaxanno.stopping`)."""
 
@@ -295,7 +312,7 @@ STOP_REASONS = (
 )
 
 
-@struct.dataclass
+@pytree_dataclass
 class SimState:
     """The whole state of one simulated online annotation run."""
 

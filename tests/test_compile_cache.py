@@ -105,6 +105,7 @@ def test_second_process_loads_every_program_from_the_cache(two_runs):
         assert first["max_size"] == compile_cache.MAX_BYTES  # the bound that turns JAX's file lock on
 
 
+@pytest.mark.slow
 def test_concurrent_processes_share_an_empty_folder(two_runs):
     tmp, _, _, _ = two_runs
     env = {"JAXANNO_CACHE_DIR": str(tmp / "shared")}

@@ -114,6 +114,7 @@ def test_gold_labels_are_clamped_like_crowdkit_true_labels(crowd_data):
     assert ours.n_iter_ == len(theirs.loss_history_)
 
 
+@pytest.mark.slow
 def test_reference_model_beats_majority_vote(crowd_data):
     _, labels, gold = crowd_data
     ds = crowd.DawidSkene.reference().fit(labels)
@@ -133,6 +134,7 @@ def test_string_labels_give_the_same_answer_as_integers():
     assert ours.labels_.index[0] == "t" + str(labels.task.iloc[0])
 
 
+@pytest.mark.slow
 def test_keep_all_duplicates_equal_crowdkit_on_repeated_labels():
     labels, _ = _load("rte")
     repeated = pd.concat([labels, labels.iloc[:300]], ignore_index=True)
@@ -181,6 +183,7 @@ def test_host_key_is_jax_random_key(seed):
     np.testing.assert_array_equal(jax.random.key_data(crowd.host_key(seed)), jax.random.key_data(jax.random.key(seed)))
 
 
+@pytest.mark.slow
 def test_new_iteration_limit_tolerance_and_prior_strength_compile_nothing():
     labels, _ = _load("rte")
     options = dict(criterion="soft", init="prior", worker_prior="predefined_homegeneous")  # used by no other test
@@ -281,6 +284,7 @@ def _greedy_scenario() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "worker", "label"])
 
 
+@pytest.mark.slow
 def test_greedy_assignment_picks_the_highest_expected_accuracy_worker():
     ds = crowd.DawidSkene(worker_prior="predefined_homegeneous").fit(_greedy_scenario())
     batch = crowd.next_batch(ds, n_hits=3, hit_size=10, assignment="greedy", risk_threshold=0.1)
@@ -327,6 +331,7 @@ def _write_synthetic(tmp_path: pathlib.Path) -> dict:
     return {"labels": labels, "gold": gold, "path": path}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("assignment", ["random", "greedy"])
 def test_cli_writes_consistent_files_and_a_batch_within_caps(tmp_path, assignment):
     data = _write_synthetic(tmp_path)
@@ -381,6 +386,7 @@ def test_cli_writes_consistent_files_and_a_batch_within_caps(tmp_path, assignmen
     assert not any((t, w) in already for t, w in zip(batch.task, batch.worker))
 
 
+@pytest.mark.slow
 def test_run_function_api_returns_frames_without_writing(tmp_path):
     data = _write_synthetic(tmp_path)
     result = label.run(str(data["path"]), None, hits=2, hit_size=5, quiet=True)
@@ -389,6 +395,7 @@ def test_run_function_api_returns_frames_without_writing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_parquet_input_gives_the_same_labels_as_csv(tmp_path):
     labels, _ = _load("rte")
     labels.to_parquet(tmp_path / "labels.parquet")  # integer columns: read back as text
@@ -398,6 +405,7 @@ def test_parquet_input_gives_the_same_labels_as_csv(tmp_path):
     assert from_csv.task.iloc[0] == "25" and set(from_csv.label) == {"0", "1"}
 
 
+@pytest.mark.slow
 def test_npy_features_add_unlabelled_tasks_that_go_into_the_batch(tmp_path):
     labels = pd.DataFrame({"task": ["a", "a", "b", "b"], "worker": ["u", "v", "u", "v"], "label": ["x", "x", "y", "y"]})
     labels.to_csv(tmp_path / "labels.csv", index=False)

@@ -86,6 +86,7 @@ def test_out_of_range_batch_options_are_value_errors(pooled_fit, options, match)
         crowd.next_batch(pooled_fit, **options)
 
 
+@pytest.mark.slow
 def test_huge_hit_counts_are_capped_at_the_workers_and_tasks(pooled_fit):
     table = pooled_fit.table_
     batch = crowd.next_batch(pooled_fit, n_hits=10**9, hit_size=10**9, risk_threshold=0.01)

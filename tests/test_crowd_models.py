@@ -125,6 +125,7 @@ def _veteran_and_newcomer() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "worker", "label"])
 
 
+@pytest.mark.slow
 def test_shrunk_skills_send_greedy_hits_to_proven_workers_not_lucky_newcomers():
     labels = _veteran_and_newcomer()
     chosen = {}
@@ -171,6 +172,7 @@ def test_majority_vote_breaks_ties_as_crowdkit_does(name):
         assert (other.labels_ != ours).sum() > 20  # the rule decides many labels of this table
 
 
+@pytest.mark.slow
 def test_evaluate_prints_accuracy_against_gold(tmp_path, capsys, sparse_runs):
     labels, gold, _ = sparse_runs[0]
     labels.to_csv(tmp_path / "labels.csv", index=False)
@@ -192,6 +194,7 @@ def test_evaluate_prints_accuracy_against_gold(tmp_path, capsys, sparse_runs):
     assert "bad.csv: 1 gold task(s) appear neither in the labels" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_labelling_doc_example_is_what_the_command_prints(tmp_path, capsys, monkeypatch):
     doc = (DATA.parents[1] / "docs" / "labelling.md").read_text()
     command = doc.split("(run from the repository root):\n\n```bash\n", 1)[1].split("\n```", 1)[0]

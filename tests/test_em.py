@@ -45,7 +45,7 @@ def _em(static, params, workers, labels, prior, learner=None):
     return ann, _run(static, params, ann, jnp.asarray(prior), counts0, log_prior, log_learner, jax.random.key(0))
 
 
-@pytest.mark.parametrize("block", [0, 7, 16])
+@pytest.mark.parametrize("block", [0] + [pytest.param(b, marks=pytest.mark.slow) for b in (7, 16)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_posterior_matches_numpy_reference(seed, block, params):
     workers, labels, prior = _problem(seed)
@@ -66,7 +66,8 @@ def test_posterior_matches_numpy_reference(seed, block, params):
     np.testing.assert_allclose(np.asarray(got).sum(-1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("block", [0, 7])  # 7 does not divide N = 30: the last block overlaps
+# 7 does not divide N = 30: the last block overlaps
+@pytest.mark.parametrize("block", [0, pytest.param(7, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("criterion", ["soft", "hard"])
 @pytest.mark.parametrize("seed", [0, 3])
 def test_hard_m_step_em_matches_reference(criterion, seed, block, params):

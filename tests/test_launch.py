@@ -59,6 +59,7 @@ def test_launch_writes_results_and_compiles_once_for_a_sweep(tmp_path):
     assert resolved["online"]["hit_size"] == 6 and resolved["learner"]["algo"] == "dummy"
 
 
+@pytest.mark.slow
 def test_bad_input_stops_before_any_output(tmp_path):
     out = tmp_path / "never"
     proc = _launch(["--config=configs/test.py", "--config.risk_thres=1.5"], out)

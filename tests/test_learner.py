@@ -86,6 +86,7 @@ def test_exact_temperature_reaches_the_grid_minimum(seed, scale):
     assert _nll64(logits, labels, t) <= best + 1e-6
 
 
+@pytest.mark.slow
 def test_lbfgs_temperature_barely_moves_and_reverts_when_worse():
     logits, labels = _logits(1, 3.0)  # overconfident: larger T is better
     t = float(calibration.temperature_lbfgs(jnp.asarray(logits), jnp.asarray(labels), jnp.ones(300)))
@@ -132,6 +133,7 @@ def _split(static, params, post, annotated, seed=0):
     return learner.make_split(static, params, labels, annotated, 1 - post.max(-1), jax.random.key(seed))
 
 
+@pytest.mark.slow
 def test_initial_split_trains_on_half_the_prototypes():
     for as_val in (True, False):
         static = _static(prototype_as_val=as_val)
@@ -143,6 +145,7 @@ def test_initial_split_trains_on_half_the_prototypes():
         np.testing.assert_array_equal(np.bincount(np.flatnonzero(s.val) % K, minlength=K), [2] * K)
 
 
+@pytest.mark.slow
 def test_pseudolabels_are_the_confident_items_and_balancing_tops_up_validation():
     static = _static(semi_supervised="pseudolabel")
     rng = np.random.default_rng(0)

@@ -26,6 +26,7 @@ def test_topk_and_ece_match_reference(seed):
         assert int(sub.n_correct) == reference.topk_accuracy(belief[mask], labels[mask], 1).sum()
 
 
+@pytest.mark.slow
 def test_metrics_of_an_empty_subset_are_nan_not_made_up():
     belief = jnp.full((5, 3), 1 / 3)
     m = metrics.belief_metrics(belief, jnp.zeros(5, jnp.int32), jnp.zeros(5, bool))
@@ -45,6 +46,7 @@ def test_uniform_belief_predicts_the_last_class_like_the_reference():
     [np.full(3, np.nan), np.array([np.nan, 0.5, 0.5]), np.array([np.inf, 0.0, 0.0]), np.array([1.0, -np.inf, 0.0])],
     ids=["all_nan", "one_nan", "inf", "minus_inf"],
 )
+@pytest.mark.slow
 def test_a_non_finite_belief_is_never_counted_correct(broken_row):
     """NaN compares False with everything, which would rank the true class first."""
     belief = np.tile(np.asarray([0.6, 0.3, 0.1], np.float32), (4, 1))

@@ -43,7 +43,8 @@ def _dominated(static):
     return data.replace(labels=jax.device_put(labels))
 
 
-@pytest.mark.parametrize("with_learner", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # each case compiles a whole simulation
+@pytest.mark.parametrize("with_learner", [False, True])
 @pytest.mark.parametrize("worker_type", ["structured_noise", "perfect", "adversarial"])
 def test_no_nan_at_the_edges(worker_type, with_learner):
     static = tiny_static(worker_type=worker_type, learner=LEARNER if with_learner else None)
@@ -60,6 +61,7 @@ def test_no_nan_at_the_edges(worker_type, with_learner):
     assert int(final.annotations.item_count.sum()) == 0 and types.STOP_REASONS[int(final.stop_reason)] == "budget_spent"
 
 
+@pytest.mark.slow
 def test_zero_prior_strength_with_majority_vote_start_recovers_perfect_labels():
     """Without a prior, EM must start from majority vote (from the prior it has no way to
     tell classes apart and may settle on a permutation, as any unanchored DS would)."""
@@ -108,6 +110,7 @@ _POISONED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_learner", [False, True])
 @pytest.mark.parametrize("case", sorted(_POISONED))
 def test_a_run_that_turns_non_finite_stops_with_numerical_error(case, with_learner):
@@ -132,6 +135,7 @@ def short_cfg():
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_steps", [1, 3])
 def test_max_steps_runs_exactly_that_many_steps(short_cfg, max_steps):
     cfg = short_cfg.copy_and_resolve_references()
@@ -144,6 +148,7 @@ def test_max_steps_runs_exactly_that_many_steps(short_cfg, max_steps):
     np.testing.assert_array_equal(problem.by_grid_seed(jax.device_get(result.state.step)), max_steps - 1)
 
 
+@pytest.mark.slow
 def test_a_launch_with_non_finite_beliefs_fails_and_names_the_settings(short_cfg, tmp_path, capsys, monkeypatch):
     """log_epsilon=-1 is refused by the config rules; skipping them shows what the guard does."""
     monkeypatch.setattr(config, "validate", lambda cfg: None)

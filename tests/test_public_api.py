@@ -4,6 +4,7 @@ benchmarks touch no private jaxanno name."""
 from __future__ import annotations
 
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -32,6 +33,19 @@ def test_import_does_not_load_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_crowd_fit_loads_no_learner_or_plotting_library():
+    """The crowd API without task features needs neither flax, optax, chex nor matplotlib."""
+    code = (
+        "import sys, pandas as pd; from jaxanno import DawidSkene\n"
+        "rows = [(t, w, t % 2 if w != 'c' or t == 0 else 1 - t % 2) for t in range(6) for w in 'abc']\n"
+        "labels = DawidSkene(n_iter=20).fit_predict(pd.DataFrame(rows, columns=['task', 'worker', 'label']))\n"
+        "print(labels.tolist(), sorted(m for m in ('flax', 'optax', 'chex', 'matplotlib') if m in sys.modules))"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+    assert out.stdout.strip() == "[0, 1, 0, 1, 0, 1] []"
 
 
 def _jaxanno_aliases(tree: ast.AST) -> set[str]:

@@ -148,6 +148,7 @@ def test_write_report_x_at_target_values_per_seed_match_hand_values():
     assert np.isnan(got[2])
 
 
+@pytest.mark.slow
 def test_write_report_early_stop_end_point_and_learner(one_run, tmp_path):
     out = tmp_path / "rep"
     report.write_report([one_run], out)
@@ -176,6 +177,7 @@ def test_write_report_writes_nonempty_png_and_svg_figures(one_run, tmp_path):
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_write_report_without_learner_drops_stale_learner_figures(one_run, tmp_path):
     out = tmp_path / "rep"
     report.write_report([one_run], out)
@@ -186,6 +188,7 @@ def test_write_report_without_learner_drops_stale_learner_figures(one_run, tmp_p
     assert pd.read_csv(out / "report.csv")["learner_end_top1_mean"].isna().all()
 
 
+@pytest.mark.slow
 def test_write_report_shows_each_workdir_and_grid_point_separately(tmp_path):
     sweep = _write_workdir(
         tmp_path / "sweep",
@@ -407,6 +410,7 @@ def test_zoom_range_only_when_curves_are_squeezed():
     assert len(figures.plot_curves(curves[:1], "y", "t").axes) == 1
 
 
+@pytest.mark.slow
 def test_final_value_figure_per_swept_setting(tmp_path):
     values = {0: 0.05, 1: 0.1, 2: 0.2}
     sweep = _write_workdir(

@@ -16,6 +16,10 @@ from configs import test as test_config
 from jaxanno import experiment, runner
 from tests.test_launch import ROOT
 
+# Each case launches and compiles a 4-device run in a fresh process; test_runner_checkpoint covers
+# re-padding lanes in process.
+pytestmark = pytest.mark.slow
+
 # Runs `_cfg()`'s launch into argv[1] on the process's devices, stopped with Ctrl-C when
 # `experiment.advance` is called for the argv[2]-th time (0: never).
 SCRIPT = """

@@ -50,6 +50,7 @@ def test_lowered_threshold_matches_reference_loop(seed):
             np.testing.assert_array_equal((risk > got) & room, (risk > want) & room)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["random", "greedy_task_assignment"])
 @pytest.mark.parametrize("seed", range(3))
 def test_hits_respect_the_invariants(algo, seed):
@@ -79,6 +80,7 @@ def test_hits_respect_the_invariants(algo, seed):
     np.testing.assert_array_equal((np.asarray(new.worker) >= 0).sum(1), count)
 
 
+@pytest.mark.slow
 def test_small_masked_hit_when_few_items_have_room():
     """Where the reference would loop forever, a smaller HIT is issued."""
     static = tiny_static(num_items=10, num_workers=W, num_classes=K, hit_size=5, hits_per_step=2)
@@ -95,6 +97,7 @@ def test_small_masked_hit_when_few_items_have_room():
     assert hits.valid[1].sum() == 0, "both items are full after the first HIT"
 
 
+@pytest.mark.slow
 def test_budget_caps_the_labels_of_a_step():
     static = tiny_static(num_items=N, num_workers=W, num_classes=K, hit_size=5, hits_per_step=3)
     ann = annotation_state(np.full((N, A), -1, np.int32), np.full((N, A), -1, np.int32), W)
@@ -104,6 +107,7 @@ def test_budget_caps_the_labels_of_a_step():
     assert hits.valid.sum() == 7
 
 
+@pytest.mark.slow
 def test_greedy_picks_the_best_available_worker_and_respects_the_cap():
     k = K
     static = tiny_static(
@@ -131,6 +135,7 @@ def test_greedy_picks_the_best_available_worker_and_respects_the_cap():
     assert int(np.argmax(np.where(np.arange(W) == 4, -1, np.asarray(scores)))) == 2
 
 
+@pytest.mark.slow
 def test_greedy_issues_nothing_when_every_worker_is_full():
     static = tiny_static(
         num_items=N, num_workers=W, num_classes=K, hit_size=5, hits_per_step=2, sampler="greedy_task_assignment"
@@ -198,6 +203,7 @@ def test_worker_accuracy_is_belief_weighted_diagonal():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_hit_items_are_a_uniform_draw_of_the_eligible_items():
     """200 of 300 items eligible, HITs of 10: candidates are subsampled (4B < 200), yet
     every eligible item is drawn equally often and nothing else is."""

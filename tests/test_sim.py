@@ -47,6 +47,7 @@ def _floats(tree):
     return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_equals_a_loop_of_single_runs(setup, params):
     static, data = setup
     keys = jax.random.split(jax.random.key(0), 3)
@@ -60,6 +61,7 @@ def test_vmap_over_seeds_equals_a_loop_of_single_runs(setup, params):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_chunks_resume_exactly_where_a_whole_run_would_be(setup, params):
     static, data = setup
     key = jax.random.key(7)
@@ -73,6 +75,7 @@ def test_chunks_resume_exactly_where_a_whole_run_would_be(setup, params):
     chex.assert_trees_all_equal(whole[1], halves)
 
 
+@pytest.mark.slow
 def test_online_step_traces_once_for_new_params(setup, params):
     static, data = setup
 
@@ -87,6 +90,7 @@ def test_online_step_traces_once_for_new_params(setup, params):
     assert int(state.step) == 2
 
 
+@pytest.mark.slow
 def test_same_key_same_run_and_different_keys_differ(setup, params):
     static, data = setup
     a = _simulate(static, params, data, jax.random.key(3), STEPS)
@@ -111,6 +115,7 @@ def test_run_ends_confident_or_full_and_stays_frozen(params):
     assert (count <= 3).all()
 
 
+@pytest.mark.slow
 def test_em_beats_majority_vote_on_the_same_labels():
     """Outcome check: with workers of very unequal skill (reliability 0.7 +- 0.3), the DS
     posterior on the labels a run collected beats majority vote on the same labels."""
@@ -134,6 +139,7 @@ def test_em_beats_majority_vote_on_the_same_labels():
     assert all(d >= m - 0.01 for d, m in zip(ds, mv)), (ds, mv)
 
 
+@pytest.mark.slow
 def test_learner_at_step_zero_trains_on_half_the_prototypes(params):
     static = tiny_static(learner=LEARNER)
     data = tiny_dataset(static, separation=4.0)
@@ -149,6 +155,7 @@ def test_learner_at_step_zero_trains_on_half_the_prototypes(params):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("early_stop", [False, True])
 def test_early_stopper_ends_the_run_only_when_asked(early_stop, params):
     """A stopper whose maximum is older than its window fires; the run stops only with the flag."""
@@ -167,6 +174,7 @@ def test_early_stopper_ends_the_run_only_when_asked(early_stop, params):
     assert types.STOP_REASONS[int(checked.stop_reason)] == ("early_stop" if early_stop else "running")
 
 
+@pytest.mark.slow
 def test_warm_start_begins_em_from_the_previous_counts(params):
     static = tiny_static(em=types.EMStatic(warm_start=True))
     previous = jnp.ones((static.num_workers, 4, 4)) * 3.0

@@ -26,7 +26,11 @@ def _static(kind, k, **kw):
     return tiny_static(num_classes=k, worker_type=kind, num_workers=8, **kw)
 
 
-@pytest.mark.parametrize("kind", ["perfect", "uniform", "structured_noise", "uniform_noise", "adversarial"])
+@pytest.mark.parametrize(
+    "kind",
+    ["perfect", "adversarial"]
+    + [pytest.param(k, marks=pytest.mark.slow) for k in ("uniform", "structured_noise", "uniform_noise")],
+)
 def test_worker_rows_sum_to_one(kind):
     arrays, crowd = _crowd(ANIMAL)
     static = _static(kind, len(ANIMAL))
@@ -43,7 +47,7 @@ def _picked_indices(arrays, key):
     return np.asarray(jax.random.categorical(key, logits, axis=-1))
 
 
-@pytest.mark.parametrize("kind", ["structured_noise", "uniform_noise"])
+@pytest.mark.parametrize("kind", ["structured_noise", pytest.param("uniform_noise", marks=pytest.mark.slow)])
 def test_real_workers_match_numpy_construction(kind):
     arrays, crowd = _crowd(ANIMAL)
     key = jax.random.key(11)
@@ -87,6 +91,7 @@ def test_real_workers_have_the_human_accuracy_of_the_split():
     assert 0.8 < accs["imagenet_split_5"] < 0.95
 
 
+@pytest.mark.slow
 def test_out_of_group_move_only_applies_across_groups():
     """Vertebrate is one group: no mass moves; the 'other' class row never moves."""
     wnids = amt.experiment_wnids("imagenet_split_1")
@@ -117,6 +122,7 @@ def test_priors_match_reference(kind):
         np.testing.assert_allclose(got[j], want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_answers_follow_the_true_confusion():
     conf = jnp.asarray([[[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [0.25, 0.25, 0.5]]])
     n = 40000
@@ -126,6 +132,7 @@ def test_answers_follow_the_true_confusion():
     assert (np.asarray(z1) == 1).all()
 
 
+@pytest.mark.slow
 def test_each_seed_draws_its_own_pool():
     _, crowd = _crowd(ANIMAL)
     static = _static("structured_noise", len(ANIMAL))

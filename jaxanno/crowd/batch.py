@@ -20,14 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from flax import struct
 
 from jaxanno import em, ops, sampler
 from jaxanno.crowd import checks
 from jaxanno.crowd.estimators import DawidSkene, MajorityVote
 from jaxanno.crowd.fitting import host_key
 from jaxanno.crowd.table import bucket_pow2
-from jaxanno.types import AnnotationState
+from jaxanno.types import AnnotationState, pytree_dataclass
 
 ASSIGNMENTS = ("random", "greedy")
 NO_CAP = 2**30  # "unlimited" for integer caps that must stay int32
@@ -42,7 +41,7 @@ class BatchStatic:
     greedy: bool  # greedy assignment (else random)
 
 
-@struct.dataclass
+@pytree_dataclass
 class BatchLimits:
     """The traced settings of one batch."""
 

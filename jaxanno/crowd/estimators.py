@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from jaxanno import dawid_skene, learner, types
+from jaxanno import dawid_skene, types
 from jaxanno.crowd import checks
 from jaxanno.crowd.fitting import (
     PRIOR_ROWS,
@@ -269,6 +269,8 @@ class DawidSkene:
         )
 
     def _learner_static(self, static: Static, problem: Problem) -> Static:
+        from jaxanno import learner  # flax and optax load only for fits that use a learner
+
         k, p = static.num_classes, len(problem.prototype_labels)
         per_class = max(round(p / k), 2) if p else 2 * AUTO_VAL_PER_CLASS
         ls = LearnerStatic(
@@ -338,6 +340,8 @@ class DawidSkene:
             fit = solve(static, params, table.annotations, prior, None, gold, key, limit, final_e_step=final)
         probs = None
         if use_learner:
+            from jaxanno import learner  # flax and optax load only for fits that use a learner
+
             lstatic = self._learner_static(static, problem)
             inputs = learner_inputs(problem)
             output = learner.init_output(lstatic)

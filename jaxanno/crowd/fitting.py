@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxanno import dawid_skene, em, learner, types, workers
+from jaxanno import dawid_skene, em, types, workers
 from jaxanno.crowd.table import LabelTable, Problem
 from jaxanno.types import AnnotationState, CrowdStats, LearnerOutput, Params, Static
 
@@ -146,6 +146,8 @@ def learner_round(
       learner_static: `static` with the learner and prototypes (see `DawidSkene`).
       key: the fit's key; round r uses ``fold_in(key, 1 + r)`` (`round_index`: () i32).
     """
+    from jaxanno import learner  # flax and optax load only for fits that use a learner
+
     k_fit, k_em = jax.random.split(jax.random.fold_in(key, 1 + round_index))
     uniform = jnp.full((static.num_classes,), 1.0 / static.num_classes)
     shown = jnp.where(inputs.is_gold[:, None], uniform, fit.posterior)
