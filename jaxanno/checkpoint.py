@@ -31,7 +31,7 @@ from flax import serialization
 from jaxanno import outputs, types
 
 FILE = "checkpoint.msgpack"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the early stopper keeps its latest confident counts
 SPACE_MARGIN = 1 << 20  # bytes kept free beyond the checkpoint itself
 _FIX = "use another --workdir, or --fresh to start over"
 

@@ -56,6 +56,7 @@ SCHEMA: dict[str, Field] = {
     "method": Field("ds_model"),  # a key of METHODS
     "simulation": Field("amt_structured_noise"),  # a key of SIMULATIONS
     "early_stop": _static("Static", "early_stop"),
+    "early_stopper": _static("Static", "early_stopper", types.EARLY_STOPPERS),
     "risk_thres": _param("risk_threshold", preset=True),
     "wnids": Field(None, preset=True, kind=str),  # space-separated class list
     "n_data_per_class": Field(None, preset=True, kind=int),

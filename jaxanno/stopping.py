@@ -13,8 +13,18 @@ that step is kept (its metrics row shows the broken beliefs as wrong) and then f
 
 The early stopper watches the number of confident items after every step. It fires when
 more than `early_stopper_window` entries exist (and more than 3), at least N/2 labels were
-collected, and the maximum confident count was last reached more than a window ago. It is
+collected, and the maximum watched count was last reached more than a window ago. It is
 always updated and logged (`StopperState.fired_step`), whether or not it ends the run.
+What it watches (`Static.early_stopper`):
+
+* ``'reference'`` (the original): the confident count itself. A single step whose count
+  jumps above every later one (a transient learner that makes many items confident for
+  one step) sets a maximum that nothing reaches again, and the stopper fires one window
+  after it, as soon as N/2 labels are in.
+* ``'sustained'``: the smallest confident count of the latest `SUSTAIN_STEPS` steps, i.e.
+  the level the confident set has held for that many consecutive steps. A spike shorter
+  than that never becomes the maximum; a real plateau still fires, `SUSTAIN_STEPS - 1`
+  steps later at most.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from jaxanno.types import STOP_REASONS, AnnotationState, Params, SimState, Stati
 
 EARLY_STOP_WINDOW_LABELS = 5000  # the early stopper looks back this many labels' worth of steps
 MIN_EARLY_STOP_WINDOW = 5  # ... but never fewer steps than this
+SUSTAIN_STEPS = 3  # 'sustained': a confident count must hold this many consecutive steps to count
 NUMERICAL_ERROR = STOP_REASONS.index("numerical_error")
 
 
@@ -53,6 +64,7 @@ def init_stopper() -> StopperState:
         last_max_index=minus_one,
         fired_step=minus_one,
         fired_cost=minus_one,
+        recent=jnp.full((SUSTAIN_STEPS,), -1, jnp.int32),
     )
 
 
@@ -73,9 +85,12 @@ def update_stopper(
       The updated `StopperState` and () bool: it fires at this entry.
     """
     index = stopper.history_len
-    is_max = num_confident >= stopper.max_confident
+    recent = jnp.concatenate([jnp.asarray(num_confident, jnp.int32)[None], stopper.recent[:-1]])
+    # 'sustained': entries before the first SUSTAIN_STEPS hold -1, so nothing counts until then
+    watched = recent.min() if static.early_stopper == "sustained" else num_confident
+    is_max = watched >= stopper.max_confident
     length = index + 1
-    max_confident = jnp.maximum(stopper.max_confident, num_confident)
+    max_confident = jnp.maximum(stopper.max_confident, watched)
     last_max = jnp.where(is_max, index, stopper.last_max_index)
     window = early_stopper_window(static)
     fires = (length > window) & (length > 3) & (cost >= static.num_items / 2.0) & (last_max < length - window)
@@ -86,6 +101,7 @@ def update_stopper(
         last_max_index=last_max,
         fired_step=jnp.where(first, step, stopper.fired_step),
         fired_cost=jnp.where(first, cost, stopper.fired_cost),
+        recent=recent,
     )
     return new, fires
 

@@ -73,6 +73,7 @@ CALIBRATIONS = ("none", "temperature", "cv")
 TEMPERATURE_SOLVERS = ("reference", "exact")
 SEMI_SUPERVISED = ("none", "pseudolabel", "mixmatch")
 EARLY_STOP_SCOPES = ("local", "global")
+EARLY_STOPPERS = ("reference", "sustained")
 
 
 def check_option(owner: str, field: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -172,11 +173,12 @@ class Static:
     worker_type: str = "structured_noise"
     prior_type: str = "homegeneous_workers"
     early_stop: bool = False  # the early stopper ends the run (it is always logged)
+    early_stopper: str = "reference"  # what it watches: the confident count, or its 'sustained' level
     em: EMStatic = EMStatic()
     learner: LearnerStatic | None = None
 
     def __post_init__(self):
-        options = dict(sampler=SAMPLERS, worker_type=WORKER_TYPES, prior_type=PRIOR_TYPES)
+        options = dict(sampler=SAMPLERS, worker_type=WORKER_TYPES, prior_type=PRIOR_TYPES, early_stopper=EARLY_STOPPERS)
         sizes = dict(num_items=1, num_prototypes=0, num_classes=1, num_workers=1, feature_dim=0, max_annotations=1,
                      hit_size=1, hits_per_step=1, n_prototype_per_class=0)  # fmt: skip
         _check_fields(self, options, sizes, flags=("early_stop",))
@@ -295,10 +297,11 @@ class StopperState:
     """The early stopper over the number of confident items (see `jaxanno.stopping`)."""
 
     history_len: jax.Array  # () i32, entries recorded so far
-    max_confident: jax.Array  # () i32, running maximum of the confident count
+    max_confident: jax.Array  # () i32, running maximum of the watched confident count
     last_max_index: jax.Array  # () i32, latest entry index equal to the maximum
     fired_step: jax.Array  # () i32, first step at which it fired, -1 if never
     fired_cost: jax.Array  # () i32, labels collected when it first fired, -1 if never
+    recent: jax.Array  # (stopping.SUSTAIN_STEPS,) i32, the latest confident counts, newest first (-1: none yet)
 
 
 # Indices are stored in states and checkpoints: new reasons go at the end.

@@ -169,6 +169,12 @@ def early_stopper(confident_counts, costs, n_items, window):
     return None
 
 
+def sustained_counts(confident_counts, hold):
+    """The counts the 'sustained' early stopper watches: the minimum of the latest `hold`
+    counts (-1 before `hold` counts exist)."""
+    return [min(confident_counts[t - hold + 1 : t + 1]) if t >= hold - 1 else -1 for t in range(len(confident_counts))]
+
+
 def topk_accuracy(belief, labels, k):
     order = np.argsort(belief, 1)[:, ::-1]
     return np.any(order[:, :k] == labels[:, None], 1)

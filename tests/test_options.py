@@ -27,6 +27,7 @@ OPTIONS = [
     ("Static", "worker_type", types.WORKER_TYPES),
     ("Static", "prior_type", types.PRIOR_TYPES),
     ("Static", "early_stop", FLAGS),
+    ("Static", "early_stopper", types.EARLY_STOPPERS),
     ("EMStatic", "aggregator", types.AGGREGATORS),
     ("EMStatic", "criterion", types.EM_CRITERIA),
     ("EMStatic", "m_step", types.M_STEPS),

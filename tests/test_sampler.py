@@ -150,26 +150,52 @@ def test_greedy_issues_nothing_when_every_worker_is_full():
     assert bool(stopping.no_worker_left(static, params, ann))
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_early_stopper_matches_reference(seed):
-    rng = np.random.default_rng(seed)
-    static = tiny_static(num_items=100, hit_size=10, hits_per_step=100)  # window = max(5000 // 1000, 5) = 5
-    steps = 40
-    confident = np.maximum.accumulate(rng.integers(0, 30, steps)) - rng.integers(0, 3, steps) * (
-        rng.random(steps) < 0.5
-    )
-    costs = np.arange(steps) * 7
-    want = reference.early_stopper(confident.tolist(), costs.tolist(), 100, stopping.early_stopper_window(static))
+def _first_fire(static, confident, costs):
+    """(first step the stopper fires or None, final StopperState) over a count series."""
     stopper = stopping.init_stopper()
     got = None
-    for t in range(steps):
+    for t in range(len(confident)):
         stopper, fires = stopping.update_stopper(
             static, stopper, jnp.int32(confident[t]), jnp.int32(costs[t]), jnp.int32(t)
         )
         if bool(fires) and got is None:
             got = t
+    return got, stopper
+
+
+@pytest.mark.parametrize("early_stopper", types.EARLY_STOPPERS)
+@pytest.mark.parametrize("seed", range(6))
+def test_early_stopper_matches_reference(seed, early_stopper):
+    rng = np.random.default_rng(seed)
+    # window = max(5000 // 1000, 5) = 5
+    static = tiny_static(num_items=100, hit_size=10, hits_per_step=100, early_stopper=early_stopper)
+    steps = 40
+    confident = np.maximum.accumulate(rng.integers(0, 30, steps)) - rng.integers(0, 3, steps) * (
+        rng.random(steps) < 0.5
+    )
+    costs = np.arange(steps) * 7
+    watched = confident.tolist()
+    if early_stopper == "sustained":
+        watched = reference.sustained_counts(watched, stopping.SUSTAIN_STEPS)
+    want = reference.early_stopper(watched, costs.tolist(), 100, stopping.early_stopper_window(static))
+    got, stopper = _first_fire(static, confident, costs)
     assert got == want
     assert int(stopper.fired_step) == (-1 if want is None else want)
+
+
+def test_sustained_early_stopper_ignores_a_one_step_spike():
+    """A one-step spike of the confident count trips the reference stopper one window later;
+    the sustained stopper fires one window after the level the count really held (window 5,
+    N = 100, N/2 labels by step 5)."""
+    growth = [10, 20, 30, 40, 95, 45, 50, 55, 60, 65, 70, 75, 80, 85, 88, 90]  # spike at step 4
+    decline = [89, 89, 88, 88, 87, 87, 86, 86, 85, 85]  # the confident set then shrinks slowly
+    confident = np.asarray(growth + decline)
+    costs = np.arange(confident.size) * 10
+    static = tiny_static(num_items=100, hit_size=10, hits_per_step=100)
+    assert _first_fire(static, confident, costs)[0] == 9  # 5 entries after the spike, mid-growth
+    sustained = dataclasses.replace(static, early_stopper="sustained")
+    # held for 3 steps: 89 at steps 15-17 is the highest sustained level, so 5 entries after step 17
+    assert _first_fire(sustained, confident, costs)[0] == 22
 
 
 def test_all_finished_means_confident_or_full(params):
