@@ -135,8 +135,9 @@ def _main(argv: list[str]) -> int:
     measured = measure_all(figures, out)
     head = header(argv, mode, outcomes, time.perf_counter() - t0)
     counts = write.write_document(figures, measured, report, out / "figures", head, DIFFERENCES)
-    print(f"wrote {report} and {sum(len(f.panels) for f in figures)} figure(s) under {out / 'figures'}; "
-          f"claims: {counts['holds']} hold, {counts['differs']} differ, {counts['not measured']} not measured")  # fmt: skip
+    panels = sum(len(f.panels) for f in figures)
+    print(f"wrote {report} and {panels} figure(s) under {out / 'figures'}; claims: {counts['holds']} hold, "
+          f"{counts['differs']} differ, {counts['not measured']} not measured")  # fmt: skip
     return 0
 
 

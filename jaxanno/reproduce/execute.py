@@ -75,7 +75,11 @@ def describe(spec: RunSpec) -> str:
     extra = [f"{k}={v}" for k, v in spec.overrides]
     extra += [f"sweep {k}={tuple(v)}" for k, v in spec.sweep]
     sim = "" if spec.simulation == "amt_structured_noise" else f" {spec.simulation}"
-    return f"{spec.experiment} {spec.method}{sim}" + (f" ({'; '.join(extra)})" if extra else "") + f", {spec.seeds} seed(s)"
+    return (
+        f"{spec.experiment} {spec.method}{sim}"
+        + (f" ({'; '.join(extra)})" if extra else "")
+        + f", {spec.seeds} seed(s)"
+    )
 
 
 def _launch(spec: RunSpec, folder: pathlib.Path, quiet: bool, fresh: bool) -> int:

@@ -33,7 +33,8 @@ SUBSETS: dict[str, tuple[str, str]] = {
     "dog_vertebrate": ("imagenet_animal", "Dog+Vertebrate"),
     "imagenet100": ("imagenet_100_classes", "ImageNet100"),
 }
-FOUR_SUBSETS = ("dog", "vertebrate", "insect_fungus", "commodity")
+FOUR_SUBSETS = ("dog", "vertebrate", "insect_fungus", "commodity")  # Fig 7, Fig 12's supplement panels
+SUPPLEMENT_SUBSETS = ("dog", "dog_vertebrate", "insect_fungus", "commodity")  # Fig 6 and the supplement
 TOP1, TOP5 = "aggregate/all/top1", "aggregate/all/top5"
 # Worker prior of the supplement: None, A (class identity), B (worker identity), A+B.
 PRIORS = {
@@ -153,7 +154,9 @@ def _budget(mode: Mode, experiment: str, method: str, items: int) -> int | None:
     return int(round(table["ds_model" if method == "ds_model" else "learner"] * items))
 
 
-def spec(mode: Mode, panel: str, method: str, simulation: str = "amt_structured_noise", sweep=(), **overrides) -> RunSpec:
+def spec(
+    mode: Mode, panel: str, method: str, simulation: str = "amt_structured_noise", sweep=(), **overrides
+) -> RunSpec:
     """The run of `method` on a panel's subset with `overrides` ({'a__b': v} for config path a.b)."""
     experiment = SUBSETS[panel][0]
     over = {k.replace("__", "."): v for k, v in overrides.items()}

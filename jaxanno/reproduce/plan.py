@@ -12,7 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from jaxanno.reproduce import grid
-from jaxanno.reproduce.grid import FOUR_SUBSETS, SUBSETS, TOP1, TOP5, CurveSpec, Figure, Mode, Panel, curve, spec
+from jaxanno.reproduce.grid import (
+    FOUR_SUBSETS,
+    SUBSETS,
+    SUPPLEMENT_SUBSETS,
+    TOP1,
+    TOP5,
+    CurveSpec,
+    Figure,
+    Mode,
+    Panel,
+    curve,
+    spec,
+)
 
 CONTINUED = (
     "jaxanno's runs continue past the early stop (early_stop=False, the paper's dashed lines); "
@@ -49,7 +61,9 @@ def fig5(mode: Mode) -> Figure:
         curves = []
         for noise in ("uniform", "structured"):
             sim = f"amt_{noise}_noise"
-            curves.append(curve(f"{noise}_learning", f"{noise}, with learning", spec(mode, p, "efficient_annotation", sim)))
+            curves.append(
+                curve(f"{noise}_learning", f"{noise}, with learning", spec(mode, p, "efficient_annotation", sim))
+            )
             curves.append(curve(f"{noise}_no_learning", f"{noise}, without learning", spec(mode, p, "ds_model", sim)))
         panels.append(Panel("5", p, _title(p), tuple(curves), targets=(70.0, 80.0, 90.0), budgets=(0.5, 1.0, 2.0)))
     notes = ("'With learning' is the pseudo-label learner (efficient_annotation), as the figure's file name says; "
@@ -59,7 +73,7 @@ def fig5(mode: Mode) -> Figure:
 
 def fig6(mode: Mode) -> Figure:
     panels = []
-    for p in _panels(mode, ("dog", "dog_vertebrate", "insect_fungus", "commodity"), ("dog_vertebrate",)):
+    for p in _panels(mode, SUPPLEMENT_SUBSETS, ("dog_vertebrate",)):
         curves = (curve("byol", "BYOL (stand-in)", spec(mode, p, "improved_lean")),
                   curve("online_ds", "Online DS", spec(mode, p, "ds_model")))  # fmt: skip
         panels.append(Panel("6", p, _title(p), curves, targets=(60.0, 70.0, 80.0, 90.0), budgets=(0.5, 1.0)))
@@ -72,14 +86,17 @@ def fig6(mode: Mode) -> Figure:
 
 
 def fig7(mode: Mode) -> Figure:
-    methods = (("pseudolabel", "Pseudolabel", "efficient_annotation"), ("mixmatch", "MixMatch", "efficient_annotation_mixmatch"),
+    methods = (("pseudolabel", "Pseudolabel", "efficient_annotation"),
+               ("mixmatch", "MixMatch", "efficient_annotation_mixmatch"),
                ("no_semi", "No semi", "improved_lean"), ("online_ds", "Online DS", "ds_model"))  # fmt: skip
     panels = []
     for p in _panels(mode, FOUR_SUBSETS, ("vertebrate",)):
         curves = tuple(curve(cid, label, spec(mode, p, m)) for cid, label, m in methods)
         panels.append(Panel("7", p, _title(p), curves, targets=(70.0, 80.0, 90.0), budgets=(0.1, 0.25, 0.5, 1.0)))
-    notes = ("MixMatch: the paper's modified MixMatch is described only in its appendix; jaxanno's "
-             "efficient_annotation_mixmatch (feature-space MixMatch, the release's hyper-parameters) is used.",)  # fmt: skip
+    notes = (
+        "MixMatch: the paper's modified MixMatch is described only in its appendix; jaxanno's "
+        "efficient_annotation_mixmatch (feature-space MixMatch, the release's hyper-parameters) is used.",
+    )
     return Figure("7", "Fig 7: semi-supervised learning", tuple(panels), notes)
 
 
@@ -88,7 +105,9 @@ def fig8(mode: Mode) -> Figure:
                 learner__early_stop_scope="local")  # fmt: skip
     curves = (curve("hard_local", "hard-local", hard), curve("soft_global", "soft-global",
               spec(mode, "vertebrate", "efficient_annotation")))  # fmt: skip
-    panel = Panel("8", "vertebrate", "Vertebrate, pseudo-labels", curves, targets=(85.0, 90.0), budgets=(0.25, 0.5, 1.0))
+    panel = Panel(
+        "8", "vertebrate", "Vertebrate, pseudo-labels", curves, targets=(85.0, 90.0), budgets=(0.25, 0.5, 1.0)
+    )
     notes = ("hard-local = optimizer.criterion=hard and learner.early_stop_scope=local; soft-global = the defaults "
              "of efficient_annotation (soft criterion, global model selection).", CONTINUED)  # fmt: skip
     return Figure("8", "Fig 8: hard-local vs soft-global", (panel,), notes)
@@ -135,7 +154,7 @@ def fig12(mode: Mode) -> Figure:
 
 
 def _supp_panels(mode: Mode) -> Sequence[str]:
-    return _panels(mode, FOUR_SUBSETS, ("dog_vertebrate",))
+    return _panels(mode, SUPPLEMENT_SUBSETS, ("dog_vertebrate",))
 
 
 def supp_risk(mode: Mode) -> Figure:
@@ -167,10 +186,14 @@ def supp_update(mode: Mode) -> Figure:
         curves = []
         for n in sizes:
             extra = {} if n == 200 else grid.labels_per_step(n)
-            curves.append(curve(f"labels_per_step_{n}", f"{n} labels/step", spec(mode, p, "efficient_annotation", **extra)))
+            curves.append(
+                curve(f"labels_per_step_{n}", f"{n} labels/step", spec(mode, p, "efficient_annotation", **extra))
+            )
         panels.append(Panel("update", p, _title(p), tuple(curves), targets=(70.0, 80.0, 90.0), budgets=(0.5, 1.0)))
-    notes = ("Labels per step = online.n_hits_per_step x online.hit_size. With 50 workers a step has at most 50 HITs, "
-             "so 4000 labels per step run as 50 HITs of 80 images (the paper does not say how it ran them).",)  # fmt: skip
+    notes = (
+        "Labels per step = online.n_hits_per_step x online.hit_size. With 50 workers a step has at most 50 HITs, "
+        "so 4000 labels per step run as 50 HITs of 80 images (the paper does not say how it ran them).",
+    )
     return Figure("update", "Supplement: model update frequency", tuple(panels), notes)
 
 
