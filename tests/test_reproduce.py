@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -264,3 +265,17 @@ def test_tiny_end_to_end_writes_report_and_png(tiny_report):
     assert "missing.md` is missing" in text and "- a note" in text
     assert sum(counts.values()) == 2 and text.count("- **") == 2
     assert (out / "figures" / "fig8_vertebrate.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_finished_runs_are_recognised_only_with_the_same_settings(tmp_path):
+    run = grid.RunSpec("imagenet_split_1", "ds_model", overrides=(("worker.n", 10),), seeds=2)
+    folder = execute.workdir(tmp_path, run)
+    assert folder == tmp_path / "runs" / run.name and run.name.startswith("imagenet_split_1-ds_model-")
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("grid,seed,step\n")
+    (folder / execute.DONE_FILE).write_text(json.dumps({"spec": run.key(), "wall_s": 3.0}))
+    assert execute.finished(folder, run)["wall_s"] == 3.0
+    other = grid.RunSpec("imagenet_split_1", "ds_model", overrides=(("worker.n", 10),), seeds=3)
+    assert execute.finished(folder, other) is None and other.name != run.name
+    assert execute.describe(run) == "imagenet_split_1 ds_model (worker.n=10), 2 seed(s)"
+    assert execute.run_one(run, tmp_path).status == "skipped"  # nothing runs

@@ -39,10 +39,13 @@ def plot_panel(panel: Panel, measured: Mapping[str, compare.Measured], title: st
     cmap = matplotlib.colormaps["tab10"]
     for i, spec in enumerate(panel.curves):
         color = cmap(i % cmap.N)
-        pts = paper.vertices(paper.curve(panel.figure, panel.id, spec.id))
-        if pts:
+        theirs = paper.curve(panel.figure, panel.id, spec.id)
+        pts = paper.vertices(theirs)
+        if pts:  # the figure's path when the paper data has it, else the numbers it gives, joined
             px, py = zip(*pts)
-            ax.plot(px, py, "--", color=color, linewidth=1.2, marker=".", markersize=4)
+            line = "--" if theirs.get("vertices") else ":"
+            ax.plot(px, py, line, color=color, linewidth=1.2, marker="." if line == "--" else "o", markersize=4,
+                    markerfacecolor=color if line == "--" else "white")  # fmt: skip
         m = measured.get(spec.id)
         if m is not None and m.curves:
             band = figures_lib.mean_band(m.curves)
@@ -58,7 +61,8 @@ def plot_panel(panel: Panel, measured: Mapping[str, compare.Measured], title: st
     ax.set_xlim(left=0)
     ax.grid(True, color="0.9", linewidth=0.6)
     ax.set_title(title, fontsize="medium")
-    ax.legend(fontsize="x-small", title="solid: jaxanno (mean ± 1 std); dashed: paper", title_fontsize="x-small")
+    title = "solid: jaxanno (mean ± 1 std over seeds)\ndashed: paper's curve; o: paper's reported points"
+    ax.legend(fontsize="x-small", title=title, title_fontsize="x-small")
     return fig
 
 
@@ -86,6 +90,8 @@ def _point(c: dict, m: compare.Measured | None, kind: str) -> tuple[str, str]:
     x, a = paper.value(c, f"{kind}_x") if c else None, paper.value(c, f"{kind}_acc") if c else None
     theirs = f"({x:.3g}, {a:.1f})" if x is not None and a is not None else "-"
     ours = f"{m.cell(f'{kind}_x')}, {m.cell(f'{kind}_acc', 1)}" if m else "-"
+    if m and kind == "stop":
+        ours += f" (fired {m.fired}/{m.seeds})"
     return theirs, ours
 
 
@@ -154,7 +160,8 @@ def differences_section(path: pathlib.Path) -> list[str]:
         if text and text[0].startswith("# "):
             text = text[1:]  # its own title: this section's heading replaces it
         return lines + text + [""]
-    return lines + [f"`{path.as_posix()}` is missing: no measured explanation of the differences is available.", ""]
+    shown = "/".join(path.parts[-2:])
+    return lines + [f"`{shown}` is missing: no measured explanation of the differences is available.", ""]
 
 
 def write_document(
