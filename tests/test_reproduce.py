@@ -279,3 +279,4 @@ def test_finished_runs_are_recognised_only_with_the_same_settings(tmp_path):
     assert execute.finished(folder, other) is None and other.name != run.name
     assert execute.describe(run) == "imagenet_split_1 ds_model (worker.n=10), 2 seed(s)"
     assert execute.run_one(run, tmp_path).status == "skipped"  # nothing runs
+    assert [o.spec for o in execute.collect([other, run], tmp_path)] == [run]

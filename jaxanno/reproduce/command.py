@@ -38,6 +38,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("report", None, "Path of the report (default: OUT/REPRODUCTION.md).", flag_values=fv)
     flags.DEFINE_bool("fresh", False, "Start the selected runs over instead of skipping or resuming.", flag_values=fv)
     flags.DEFINE_bool("dry_run", False, "Print the grid and its sizes; run and compile nothing.", flag_values=fv)
+    flags.DEFINE_bool(
+        "report_only", False, "Write the report from the runs that finished; run nothing.", flag_values=fv
+    )
     flags.DEFINE_bool("quiet", False, "No per-chunk progress lines of each launch.", flag_values=fv)
     flags.DEFINE_bool("verbose", False, errors.VERBOSE_HELP, flag_values=fv)
 
@@ -82,7 +85,9 @@ def measure_all(figures: Sequence[grid.Figure], out: pathlib.Path) -> dict:
     return found
 
 
-def header(argv: Sequence[str], mode: grid.Mode, outcomes: Sequence[execute.Outcome], wall: float) -> list[str]:
+def header(
+    argv: Sequence[str], mode: grid.Mode, outcomes: Sequence[execute.Outcome], total: int, wall: float
+) -> list[str]:
     from jaxanno.reproduce import paper
 
     cpu = sum(o.cpu_s for o in outcomes)
@@ -96,7 +101,7 @@ def header(argv: Sequence[str], mode: grid.Mode, outcomes: Sequence[execute.Outc
         f"Command: `{' '.join(['python -m jaxanno.reproduce', *argv[1:]])}`; "
         f"{'quick (CPU-sized) grid' if mode.quick else 'full grid'}, {mode.seeds} seed(s) per run, "
         f"stand-in features of width 128 (synthetic, not ImageNet: absolute accuracies are not the paper's). "
-        f"Runs: {len(outcomes)}; their launches took {execute.duration(run_wall)} wall and "
+        f"Runs with results: {len(outcomes)} of {total}; their launches took {execute.duration(run_wall)} wall and "
         f"{execute.duration(cpu)} CPU in all (this invocation {execute.duration(wall)}) on {platform.machine()} "
         "CPU.",
         "",
@@ -131,10 +136,13 @@ def _main(argv: list[str]) -> int:
         return 0
     out = pathlib.Path(fv.out)
     t0 = time.perf_counter()
-    outcomes = execute.run_all(specs, out, quiet=fv.quiet, fresh=fv.fresh)
+    if fv.report_only:
+        outcomes = execute.collect(specs, out)
+    else:
+        outcomes = execute.run_all(specs, out, quiet=fv.quiet, fresh=fv.fresh)
     report = pathlib.Path(fv.report) if fv.report else out / "REPRODUCTION.md"
     measured = measure_all(figures, out)
-    head = header(argv, mode, outcomes, time.perf_counter() - t0)
+    head = header(argv, mode, outcomes, len(specs), time.perf_counter() - t0)
     counts = write.write_document(figures, measured, report, out / "figures", head, DIFFERENCES)
     panels = sum(len(f.panels) for f in figures)
     print(f"wrote {report} and {panels} figure(s) under {out / 'figures'}; claims: {counts['holds']} hold, "

@@ -110,6 +110,16 @@ def run_one(spec: RunSpec, out: pathlib.Path, *, quiet: bool = False, fresh: boo
     return Outcome(spec, folder, status, wall, cpu)
 
 
+def collect(specs: Sequence[RunSpec], out: pathlib.Path) -> list[Outcome]:
+    """The runs that finished earlier (nothing runs): what ``--report_only`` reports on."""
+    found = []
+    for spec in specs:
+        done = finished(workdir(out, spec), spec)
+        if done is not None:
+            found.append(Outcome(spec, workdir(out, spec), "skipped", done.get("wall_s", 0.0), done.get("cpu_s", 0.0)))
+    return found
+
+
 def run_all(
     specs: Sequence[RunSpec], out: pathlib.Path, *, quiet: bool = False, fresh: bool = False, say: Callable = None
 ) -> list[Outcome]:
