@@ -280,3 +280,10 @@ def test_finished_runs_are_recognised_only_with_the_same_settings(tmp_path):
     assert execute.describe(run) == "imagenet_split_1 ds_model (worker.n=10), 2 seed(s)"
     assert execute.run_one(run, tmp_path).status == "skipped"  # nothing runs
     assert [o.spec for o in execute.collect([other, run], tmp_path)] == [run]
+
+
+def test_a_budget_level_reached_up_to_rounding_counts():
+    x, y = np.array([0.0, 0.25, 0.49999]), np.array([60.0, 70.0, 80.0])
+    panel = grid.Panel("x", "y", "t", (), targets=(), budgets=(0.5, 0.6))
+    v = compare.seed_values(x, y, math.nan, panel)
+    assert v["acc@0.5"] == 80.0 and math.isnan(v["acc@0.6"])

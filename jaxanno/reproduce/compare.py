@@ -4,7 +4,8 @@ Per seed (x = labels per image, y = accuracy in percent; `results.seed_curve` or
 
 * ``x@T``: first x where y reaches T, linear between logged steps (`results.x_at_target`,
   the convention of the launch summary and the report); NaN when the seed never does.
-* ``acc@b``: y at x = b, linear between steps; NaN when the seed stopped before b.
+* ``acc@b``: y at x = b, linear between steps; NaN when the seed stopped before b (more than
+  `X_TOL` before it).
 * ``start_acc`` (x = 0), ``end_x`` / ``end_acc`` (the last step), ``peak_acc`` (the maximum).
 * ``stop_x`` / ``stop_acc``: where the early stopper fired (runs.csv) and y there; the run's
   end when it never fired. The paper's solid lines end at this point.
@@ -25,6 +26,11 @@ import pandas as pd
 
 from jaxanno import results
 from jaxanno.reproduce.grid import CurveSpec, Panel
+
+
+# A run whose budget is b labels per image ends a hair below b (labels come in whole HITs of a
+# float32 count): a budget level within this many labels per image of the end counts as reached.
+X_TOL = 1e-4
 
 
 class MissingResults(ValueError):
@@ -92,7 +98,7 @@ class Measured:
 def seed_values(x: np.ndarray, y: np.ndarray, stop_x: float, panel: Panel) -> dict[str, float]:
     """One seed's numbers (y in percent) for the panel's targets and budgets."""
     out = {f"x@{t:g}": results.x_at_target(x, y, t) for t in panel.targets}
-    out.update({f"acc@{b:g}": float(np.interp(b, x, y)) if b <= x[-1] else math.nan for b in panel.budgets})
+    out.update({f"acc@{b:g}": float(np.interp(b, x, y)) if b <= x[-1] + X_TOL else math.nan for b in panel.budgets})
     stop = stop_x if math.isfinite(stop_x) else float(x[-1])
     out.update(
         start_acc=float(y[0]) if x[0] == 0 else math.nan,
