@@ -27,7 +27,6 @@ import pandas as pd
 from jaxanno import results
 from jaxanno.reproduce.grid import CurveSpec, Panel
 
-
 # A run whose budget is b labels per image ends a hair below b (labels come in whole HITs of a
 # float32 count): a budget level within this many labels per image of the end counts as reached.
 X_TOL = 1e-4
