@@ -287,3 +287,10 @@ def test_a_budget_level_reached_up_to_rounding_counts():
     panel = grid.Panel("x", "y", "t", (), targets=(), budgets=(0.5, 0.6))
     v = compare.seed_values(x, y, math.nan, panel)
     assert v["acc@0.5"] == 80.0 and math.isnan(v["acc@0.6"])
+
+
+def test_a_run_cut_by_its_budget_has_no_stop_point_unless_the_stopper_fired():
+    x, y = np.array([0.0, 0.5, 1.0]), np.array([60.0, 70.0, 90.0])
+    cut = compare.seed_values(x, y, math.nan, PANEL, cut=True)
+    assert math.isnan(cut["stop_x"]) and math.isnan(cut["stop_acc"]) and cut["end_x"] == 1.0
+    assert compare.seed_values(x, y, 0.5, PANEL, cut=True)["stop_acc"] == 70.0

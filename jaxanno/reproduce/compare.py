@@ -8,7 +8,8 @@ Per seed (x = labels per image, y = accuracy in percent; `results.seed_curve` or
   `X_TOL` before it).
 * ``start_acc`` (x = 0), ``end_x`` / ``end_acc`` (the last step), ``peak_acc`` (the maximum).
 * ``stop_x`` / ``stop_acc``: where the early stopper fired (runs.csv) and y there; the run's
-  end when it never fired. The paper's solid lines end at this point.
+  end when it never fired, unless the label budget cut the run (a quick run): then NaN, the
+  run ended before its stop point. The paper's solid lines end at this point.
 
 Over seeds: mean ± population std when every seed has a value; ``n/a (k/S reached)`` when
 only k of S do (a mean over the seeds that got there would favour them).
@@ -94,20 +95,31 @@ class Measured:
         return results.format_mean_std(*results.mean_std(v), digits)
 
 
-def seed_values(x: np.ndarray, y: np.ndarray, stop_x: float, panel: Panel) -> dict[str, float]:
-    """One seed's numbers (y in percent) for the panel's targets and budgets."""
+def seed_values(x: np.ndarray, y: np.ndarray, stop_x: float, panel: Panel, cut: bool = False) -> dict[str, float]:
+    """One seed's numbers (y in percent) for the panel's targets and budgets; `cut`: the budget ended the run."""
     out = {f"x@{t:g}": results.x_at_target(x, y, t) for t in panel.targets}
     out.update({f"acc@{b:g}": float(np.interp(b, x, y)) if b <= x[-1] + X_TOL else math.nan for b in panel.budgets})
-    stop = stop_x if math.isfinite(stop_x) else float(x[-1])
+    stop = stop_x if math.isfinite(stop_x) else (math.nan if cut else float(x[-1]))
     out.update(
         start_acc=float(y[0]) if x[0] == 0 else math.nan,
         end_x=float(x[-1]),
         end_acc=float(y[-1]),
         peak_acc=float(y.max()),
         stop_x=stop,
-        stop_acc=float(np.interp(stop, x, y)),
+        stop_acc=float(np.interp(stop, x, y)) if math.isfinite(stop) else math.nan,
     )
     return out
+
+
+def _stop(run_rows: pd.DataFrame | None, seed: int) -> tuple[float, bool]:
+    """(labels per image where the seed's early stopper fired or NaN, whether the budget ended the run)."""
+    if run_rows is None or "early_stop_cost_per_item" not in run_rows:
+        return math.nan, False
+    row = run_rows[run_rows["seed"] == seed]
+    if row.empty:
+        return math.nan, False
+    cut = "stop_reason" in row and row["stop_reason"].iloc[0] == "budget_spent"
+    return float(row["early_stop_cost_per_item"].iloc[0]), bool(cut)
 
 
 def measure(workdir: pathlib.Path, spec: CurveSpec, panel: Panel) -> Measured:
@@ -121,12 +133,9 @@ def measure(workdir: pathlib.Path, spec: CurveSpec, panel: Panel) -> Measured:
     for seed, seed_rows in rows.groupby("seed", sort=True):
         x, y = results.seed_curve(seed_rows, panel.column)
         y = 100.0 * y
-        stop = math.nan
-        if run_rows is not None and "early_stop_cost_per_item" in run_rows:
-            hit = run_rows[run_rows["seed"] == seed]["early_stop_cost_per_item"].to_numpy(float)
-            stop = float(hit[0]) if len(hit) else math.nan
+        stop, cut = _stop(run_rows, seed)
         fired += int(math.isfinite(stop))
         curves.append((x, y))
-        per_seed.append(seed_values(x, y, stop, panel))
+        per_seed.append(seed_values(x, y, stop, panel, cut))
     values = {k: np.array([s[k] for s in per_seed], float) for k in per_seed[0]}
     return Measured(spec, values, curves, fired)
