@@ -1,4 +1,4 @@
-"""The ``jaxanno`` command (also ``python -m jaxanno``): ``run``, ``label``, ``report``, ``list``.
+"""The ``jaxanno`` command (also ``python -m jaxanno``): ``run``, ``label``, ``report``, ``list``, ``reproduce``.
 
 ``jaxanno run`` is ``python launch.py``: flags and config files are parsed here, the config
 is prepared (`experiment.prepare`: presets, data source, validation, data), the data and
@@ -359,6 +359,7 @@ commands:
   label [flags]        aggregate a real project's labels, choose the next batch of HITs
   report WORKDIR...    figures and x@target tables over finished runs
   list                 experiments, methods, simulations, config keys, sweepable fields
+  reproduce [flags]    run the paper's experiment grid figure by figure, write REPRODUCTION.md
 
 jaxanno COMMAND --help shows a command's flags; jaxanno --version its version. A bad
 setting, file or flag stops a command with one line, "error: <setting or file>: <found>;
@@ -382,6 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report.main(rest, prog=f"{prog} report")
     if command == "list":
         return list_command([f"{prog} list", *rest])
+    if command == "reproduce":
+        from jaxanno.reproduce import command as reproduce
+
+        return reproduce.main(rest, prog=f"{prog} reproduce")
 
     def other() -> int:
         if command in ("-h", "--help", "help"):
@@ -393,7 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is None:
             print(HELP, end="", file=sys.stderr)
             return errors.EXIT_USAGE
-        raise errors.UsageError(f"{command}: unknown command; expected run, label, report or list (see jaxanno --help)")
+        raise errors.UsageError(
+            f"{command}: unknown command; expected run, label, report, list or reproduce (see jaxanno --help)"
+        )
 
     return errors.run_main(other)
 

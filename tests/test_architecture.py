@@ -20,7 +20,7 @@ MAX_LINES = 500
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("command line", ("__main__", "cli")),
     ("public API", ("__init__",)),
-    ("entry points", ("runner", "label")),
+    ("entry points", ("runner", "label", "reproduce")),
     ("reports", ("report", "figures", "overview")),
     ("drivers", ("experiment", "crowd")),
     ("configuration", ("config",)),

@@ -256,7 +256,7 @@ def test_command_dispatch_and_its_errors(capsys):
     assert "usage: jaxanno COMMAND" in capsys.readouterr().err
     assert cli.main(["jaxanno", "launch"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: launch: unknown command; expected run, label, report or list (see jaxanno --help)"
+        "error: launch: unknown command; expected run, label, report, list or reproduce (see jaxanno --help)"
     )
     assert cli.main(["jaxanno", "list", "extra"]) == 2
     assert cli.main(["jaxanno", "report", "/nonexistent/run"]) == 2
