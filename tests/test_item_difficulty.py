@@ -111,6 +111,7 @@ def test_mean_accuracy_of_each_real_worker_group_equals_its_mechanical_turk_coun
     assert acc.std() > 0.05, "items of one class must differ in difficulty"
 
 
+@pytest.mark.slow
 def test_simulated_answers_keep_each_groups_accuracy_of_the_structured_pool():
     """End to end through `init_pool` and `answer`: the pool is the structured_noise pool of
     the same key, and answers on difficulty-drawn items are right as often as its diagonal
@@ -145,6 +146,7 @@ def data():
     return tiny_dataset(STATIC)
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_equals_a_loop_of_single_runs(data):
     batched = _batched(STATIC, PARAMS, data, KEYS, STEPS)
     looped = jax.tree.map(lambda *x: jnp.stack(x), *[_simulate(STATIC, PARAMS, data, k, STEPS) for k in KEYS])
@@ -152,6 +154,7 @@ def test_vmap_over_seeds_equals_a_loop_of_single_runs(data):
     chex.assert_trees_all_equal(batched[0].annotations, looped[0].annotations)
 
 
+@pytest.mark.slow
 def test_spread_zero_runs_exactly_as_structured_noise(data):
     flat = types.make_params(difficulty_spread=0.0)
     got = _batched(STATIC, flat, data, KEYS, STEPS)
@@ -160,6 +163,7 @@ def test_spread_zero_runs_exactly_as_structured_noise(data):
     assert not np.array_equal(hard, got[0].annotations.label), "the default spread changes the answers"
 
 
+@pytest.mark.slow
 def test_new_difficulty_values_never_retrace_and_chunks_resume_exactly(data):
     """One compiled chunk serves every difficulty setting, and two chunks end where a whole run does."""
     chunk = jax.jit(chex.assert_max_traces(sim.run_chunk, n=1), static_argnums=(0, 6))
@@ -173,9 +177,8 @@ def test_new_difficulty_values_never_retrace_and_chunks_resume_exactly(data):
     chex.assert_trees_all_equal(_simulate(STATIC, PARAMS, data, key, STEPS)[0], s2)
 
 
-@pytest.mark.parametrize(
-    "method", [m if m == "ds_model" else pytest.param(m, marks=pytest.mark.slow) for m in config.METHODS]
-)
+@pytest.mark.parametrize("method", list(config.METHODS))
+@pytest.mark.slow
 def test_every_method_launches_on_the_preset(method, tmp_path, capsys):
     args = ["jaxanno run", "--config=configs/test.py", "--simulation=amt_item_difficulty", f"--method={method}",
             "--config.run.max_steps=3", "--config.run.num_seeds=1", "--quiet", "--noreport",
