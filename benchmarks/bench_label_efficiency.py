@@ -170,6 +170,15 @@ def compare(rows: dict[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
     return out
 
 
+def strict_json(tree: Any) -> Any:
+    """`tree` with NaN floats as None (strict JSON has no NaN)."""
+    if isinstance(tree, dict):
+        return {k: strict_json(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [strict_json(v) for v in tree]
+    return None if isinstance(tree, float) and math.isnan(tree) else tree
+
+
 def _cell(s: dict[str, Any], digits: int = 3) -> str:
     if not s["seeds"]:
         return f"n/a (0/{s['of']})"
@@ -255,7 +264,7 @@ def main() -> None:
         "reached it, with their count when not all did). top1@c: top-1 % at c labels per image (the final "
         "top-1 when a run stopped before). Stand-in features, not ImageNet images.\n\n" + "\n\n".join(sections)
     )
-    payload = {"environment": env, "settings": settings, "experiments": blocks}
+    payload = strict_json({"environment": env, "settings": settings, "experiments": blocks})
     common.write_results(common.output_dir(args), args.name, payload, md)
 
 
