@@ -143,7 +143,10 @@ def launch(name: str, experiment_name: str, simulation: str, args) -> dict[str, 
     cfg.online.budget = int(args.budget * n)
     t0 = time.perf_counter()
     problem = experiment.prepare(cfg)
-    result = experiment.run(problem)
+    progress = lambda steps, state, metrics, done: print(  # noqa: E731
+        f"    {name}: step {steps} of at most {problem.max_steps}, {int(done.sum())}/{done.size} lanes done", flush=True
+    )
+    result = experiment.run(problem, on_chunk=progress)
     wall = time.perf_counter() - t0
     rows = {}
     for g, point in enumerate(problem.points):
