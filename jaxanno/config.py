@@ -112,6 +112,8 @@ SCHEMA: dict[str, Field] = {
     "learner.mixmatch.alpha": _param("mixmatch_alpha"),
     "learner.mixmatch.mixmatch_w": _param("mixmatch_weight"),
     "sampler.algo": _static("Static", "sampler", types.SAMPLERS),
+    "sampler.item_score": _static("Static", "item_score", types.ITEM_SCORES, preset=True),
+    "sampler.temperature": _param("selection_temperature"),
     "sampler.max_annotation_per_example": _static("Static", "max_annotations"),
     "sampler.max_annotation_per_worker": _param("max_annotation_per_worker"),
     "run.num_seeds": Field(4),
@@ -127,9 +129,10 @@ PARAM_PATHS: dict[str, str] = {
     name: path for name in types.PARAM_DEFAULTS for path, f in SCHEMA.items() if f.target == f"Params.{name}"
 }
 
-# A method sets these fields, in this order (ds_model only the first two: it has no learner).
+# A method sets these fields, in this order (ds_model only the first two: it has no learner;
+# a method without the last one keeps its default, the original uniform item draw).
 _METHOD_FIELDS = ("optimizer.criterion", "learner.algo", "learner.calibrate", "learner.semi_supervised",
-                  "learner.early_stop_scope", "learner.prototype_as_val")  # fmt: skip
+                  "learner.early_stop_scope", "learner.prototype_as_val", "sampler.item_score")  # fmt: skip
 METHODS: dict[str, dict[str, Any]] = {
     name: dict(zip(_METHOD_FIELDS, values))
     for name, values in {
@@ -138,6 +141,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "improved_lean": ("soft", "mlp", "temperature", "none", "global", True),
         "efficient_annotation": ("soft", "mlp", "temperature", "pseudolabel", "global", True),
         "efficient_annotation_mixmatch": ("soft", "mlp", "temperature", "mixmatch", "global", True),
+        "efficient_annotation_plus": ("soft", "mlp", "temperature", "pseudolabel", "global", True, "risk_reduction"),
     }.items()
 }
 SIMULATIONS: dict[str, dict[str, Any]] = {
@@ -292,6 +296,7 @@ RANGES: tuple[tuple[str, float, float, str, str], ...] = (
     ("learner.weight_decay", 0, _INF, "float", "an L2 weight"),
     ("learner.mixmatch.alpha", 0, _INF, "float(", "the parameter of Beta(alpha, alpha)"),
     ("learner.mixmatch.mixmatch_w", 0, _INF, "float", "a loss weight"),
+    ("sampler.temperature", 0, 100, "float", "the Gumbel noise scale of item selection (gains lie in [0, 1])"),
 )
 
 

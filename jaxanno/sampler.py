@@ -7,7 +7,13 @@ rule alone would loop forever (fewer than `hit_size` items have room at all), ja
 a smaller, masked HIT with every item that has room. Items of one HIT are distinct; HITs
 of one step go to distinct workers; counters are updated after every HIT.
 
-Selection is fixed-shape: a masked random score fed to `top_k`, with a `valid` mask on the
+Which eligible items a HIT gets is `Static.item_score`: 'random' (uniform, the original)
+or 'risk_reduction' (the items with the highest expected risk reduction for the HIT's
+worker, from its estimated confusion matrix; see `jaxanno.gain`). The latter ranks, per
+HIT, only a pool of the step's best candidates for the average worker, and an item already
+in a HIT of the step ranks after every other eligible one.
+
+Selection is fixed-shape: a masked score fed to `top_k`, with a `valid` mask on the
 lanes that did not get an item.
 """
 
@@ -18,7 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxanno import dawid_skene, ops
+from jaxanno import dawid_skene, gain, ops
 from jaxanno.types import AnnotationState, EMState, Params, Static, WorkerPool
 
 THRESHOLD_STEP = 0.01  # the risk threshold is lowered by this much at a time
@@ -109,6 +115,39 @@ class HitCounters(NamedTuple):
     worker_count: jax.Array  # (W,) i32 labels per worker, counting earlier HITs of this step
     used: jax.Array  # (W,) bool workers that already got a HIT in this step
     issued: jax.Array  # () i32 labels issued in this step
+    picked: jax.Array  # (N,) bool items already in a HIT of this step
+
+
+def pool_size(static: Static) -> int:
+    """P: candidate items per step for 'risk_reduction' (`gain.POOL_PER_SLOT` per label, at most N)."""
+    return min(static.num_items, gain.POOL_PER_SLOT * static.labels_per_step)
+
+
+def step_pool(static: Static, params: Params, annotations: AnnotationState, em_state: EMState, conf, key) -> gain.Pool:
+    """The step's candidate pool: eligible items (as for the first HIT) ranked by expected
+    gain for the average worker (`conf`: (W, K, K) estimated confusions)."""
+    room = annotations.item_count < static.max_annotations
+    eligible = room & (em_state.risk > lowered_threshold(em_state.risk, room, params.risk_threshold, static.hit_size))
+    mean_conf = conf.mean(0)
+    return gain.candidate_pool(em_state.posterior, eligible, mean_conf, params.selection_temperature,
+                               pool_size(static), key)  # fmt: skip
+
+
+def gain_hit_items(
+    static: Static, params: Params, risk: jax.Array, pool: gain.Pool, c: HitCounters, conf: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """One HIT's items for a worker with confusion `conf` (K, K): the currently eligible
+    pool items of highest expected gain, items already in a HIT of this step last.
+
+    Returns:
+      items: (B,) i32 distinct item indices; valid: (B,) bool lanes that carry an item.
+    """
+    room = c.item_count < static.max_annotations
+    eligible = room & (risk > lowered_threshold(risk, room, params.risk_threshold, static.hit_size))
+    score = gain.expected_gain(pool.probs, pool.classes, conf)
+    score = jnp.where(c.picked[pool.items], score - 1e4, score)  # gains lie in [0, 1]: the offset orders two tiers
+    lanes, valid = gain.best_items(jnp.where(pool.valid & eligible[pool.items], score, -jnp.inf), static.hit_size)
+    return pool.items[lanes], valid
 
 
 def select_hits(
@@ -122,16 +161,18 @@ def select_hits(
 ) -> Hits:
     """Draw one step's HITs under the label budget.
 
-    Each HIT's items come from `draw_hit_items` with the counters updated by the HITs
-    before it. 'random': the HITs go to the first `hits_per_step` workers of a random
-    permutation. 'greedy_task_assignment': to the worker, not yet used in this step and
-    with room for a whole HIT under ``params.max_annotation_per_worker``, with the highest
-    expected accuracy on the HIT's items (`worker_accuracy_on`, ties broken at random).
+    Each HIT's items come from `draw_hit_items` ('random' item score) or `gain_hit_items`
+    ('risk_reduction', for the HIT's worker; for the average worker under greedy
+    assignment, whose worker is chosen after the items), with the counters updated by the
+    HITs before it. 'random' sampler: the HITs go to the first `hits_per_step` workers of a
+    random permutation. 'greedy_task_assignment': to the worker, not yet used in this step
+    and with room for a whole HIT under ``params.max_annotation_per_worker``, with the
+    highest expected accuracy on the HIT's items (`worker_accuracy_on`, ties broken at random).
 
     Args:
       annotations: current slots (N, A) and counters.
       em_state: current posterior (N, K) and risk (N,).
-      alpha: (W, K, K) current pseudo-counts (greedy assignment only).
+      alpha: (W, K, K) current pseudo-counts (greedy assignment and 'risk_reduction').
       labels_left: () i32 labels the budget still allows.
     Returns:
       `Hits`; lanes beyond the budget, without an eligible item or without an available
@@ -142,20 +183,28 @@ def select_hits(
     ops.assert_shape([em_state.posterior, em_state.risk, alpha], [(n, k), (n,), (w, k, k)])
     ops.assert_shape(labels_left, ())
     k_order, k_hits = jax.random.split(key)
+    k_pool = jax.random.fold_in(k_order, 1)  # a separate stream: the 'random' draws stay as they were
     order = jax.random.permutation(k_order, w)
     greedy = static.sampler == "greedy_task_assignment"
+    by_gain = static.item_score == "risk_reduction"
+    conf = dawid_skene.confusion(alpha)
+    pool = step_pool(static, params, annotations, em_state, conf, k_pool) if by_gain else None
 
     def one_hit(c: HitCounters, h):
         k_items, k_worker = jax.random.split(jax.random.fold_in(k_hits, h))
-        room = c.item_count < static.max_annotations
-        items, valid = draw_hit_items(em_state.risk, room, params.risk_threshold, static.hit_size, k_items)
+        worker = order[h]
+        if by_gain:  # greedy: the worker is chosen after the items, which serve the average worker
+            items, valid = gain_hit_items(
+                static, params, em_state.risk, pool, c, conf.mean(0) if greedy else conf[worker]
+            )
+        else:
+            room = c.item_count < static.max_annotations
+            items, valid = draw_hit_items(em_state.risk, room, params.risk_threshold, static.hit_size, k_items)
         if greedy:
             free = ~c.used & (c.worker_count + static.hit_size <= params.max_annotation_per_worker)
             score = worker_accuracy_on(em_state.posterior[items], valid, alpha)
             worker = ops.random_argmax(score, free, k_worker)
             valid = valid & free.any()
-        else:
-            worker = order[h]
         valid = valid & (c.issued + jnp.cumsum(valid) <= labels_left)
         slots = c.item_count[items]
         new = HitCounters(
@@ -163,10 +212,12 @@ def select_hits(
             worker_count=c.worker_count.at[worker].add(valid.sum(dtype=jnp.int32)),
             used=c.used.at[worker].set(True),
             issued=c.issued + valid.sum(),
+            picked=c.picked.at[items].max(valid),
         )
         return new, Hits(items=items, workers=worker, slots=slots, valid=valid)
 
-    start = HitCounters(annotations.item_count, annotations.worker_count, jnp.zeros(w, bool), jnp.int32(0))
+    start = HitCounters(annotations.item_count, annotations.worker_count, jnp.zeros(w, bool), jnp.int32(0),
+                        jnp.zeros(n, bool))  # fmt: skip
     _, hits = jax.lax.scan(one_hit, start, jnp.arange(static.hits_per_step))
     return hits._replace(workers=hits.workers.astype(jnp.int32))
 

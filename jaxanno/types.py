@@ -68,6 +68,7 @@ M_STEPS = ("hard", "soft")
 CLASS_PRIORS = ("uniform", "learned")
 EM_INITS = ("prior", "majority_vote")
 SAMPLERS = ("random", "greedy_task_assignment")
+ITEM_SCORES = ("random", "risk_reduction")  # which eligible items a HIT gets (see `jaxanno.sampler`)
 LEARNER_ALGOS = ("dummy", "mlp")
 CALIBRATIONS = ("none", "temperature", "cv")
 TEMPERATURE_SOLVERS = ("reference", "exact")
@@ -170,6 +171,7 @@ class Static:
     hits_per_step: int = 5
     n_prototype_per_class: int = 10  # drives the validation balancing rule
     sampler: str = "random"
+    item_score: str = "random"  # 'random' (the original) or 'risk_reduction' for the HIT's worker
     worker_type: str = "structured_noise"
     prior_type: str = "homegeneous_workers"
     early_stop: bool = False  # the early stopper ends the run (it is always logged)
@@ -178,7 +180,8 @@ class Static:
     learner: LearnerStatic | None = None
 
     def __post_init__(self):
-        options = dict(sampler=SAMPLERS, worker_type=WORKER_TYPES, prior_type=PRIOR_TYPES, early_stopper=EARLY_STOPPERS)
+        options = dict(sampler=SAMPLERS, item_score=ITEM_SCORES, worker_type=WORKER_TYPES, prior_type=PRIOR_TYPES,
+                       early_stopper=EARLY_STOPPERS)
         sizes = dict(num_items=1, num_prototypes=0, num_classes=1, num_workers=1, feature_dim=0, max_annotations=1,
                      hit_size=1, hits_per_step=1, n_prototype_per_class=0)  # fmt: skip
         _check_fields(self, options, sizes, flags=("early_stop",))
@@ -222,6 +225,7 @@ class Params:
     pseudo_label_threshold: jax.Array  # () f32, learner's risk threshold for pseudolabels
     mixmatch_alpha: jax.Array  # () f32, Beta(alpha, alpha) of mix-up
     mixmatch_weight: jax.Array  # () f32, weight of the unlabelled L2 term
+    selection_temperature: jax.Array  # () f32, 'risk_reduction' items: Gumbel noise scale (0 = by gain alone)
 
 
 @pytree_dataclass
@@ -393,6 +397,7 @@ PARAM_DEFAULTS = dict(
     pseudo_label_threshold=0.1,
     mixmatch_alpha=0.75,
     mixmatch_weight=75.0,
+    selection_temperature=0.0,
 )
 _INT_PARAMS = ("budget", "max_annotation_per_worker")
 INT32_MAX = int(np.iinfo(np.int32).max)

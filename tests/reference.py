@@ -234,6 +234,33 @@ def classic_dawid_skene(workers, labels, num_workers, k, n_iter=100, tol=1e-5):
     return post, counts, class_prior, len(history), history
 
 
+def expected_risk_after(belief, conf):
+    """Expected 1 - max posterior after one answer z ~ sum_y b(y) C(y, z), by enumerating
+    every answer and its Bayes update (float64 loops, all K answers and classes)."""
+    b = np.asarray(belief, np.float64)
+    c = np.asarray(conf, np.float64)
+    total = 0.0
+    for z in range(c.shape[1]):
+        joint = b * c[:, z]
+        p_z = joint.sum()
+        if p_z > 0:
+            total += p_z * (1.0 - (joint / p_z).max())
+    return total
+
+
+def coarsened_gain(belief, conf, t):
+    """Expected risk reduction when only the t most probable classes count and every answer
+    outside them is one merged answer (posterior mass outside them is left out)."""
+    b = np.asarray(belief, np.float64)
+    c = np.asarray(conf, np.float64)
+    top = np.argsort(-b, kind="stable")[:t]
+    best = 0.0
+    for z in top:  # each candidate answer: the best joint p(y, z) over the candidate classes
+        best += max(b[y] * c[y, z] for y in top)
+    best += max(b[y] * (1.0 - c[y, top].sum()) for y in top)  # the merged answer
+    return max(best - b[top[0]], 0.0)
+
+
 def hardened_row(row, y, d, mean):
     """One answer distribution for an item of difficulty `d`, with plain float64 arithmetic:
     the accuracy p = row[y] becomes p + s (mean - d), s = min(p / (1 - mean), (1 - p) / mean),

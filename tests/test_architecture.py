@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("configuration", ("config",)),
     ("simulator", ("sim",)),
     ("parts", ("em", "sampler", "learner", "workers", "stopping")),
-    ("model pieces", ("dawid_skene", "calibration", "metrics")),
+    ("model pieces", ("dawid_skene", "calibration", "metrics", "gain")),
     ("support", ("results", "checkpoint", "outputs", "distributed", "data", "compile_cache")),
     ("base", ("ops", "types", "errors")),
 )

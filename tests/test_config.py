@@ -65,6 +65,28 @@ def test_every_packaged_experiment_and_method_resolves():
             config.validate(config.resolve(cfg))
 
 
+def test_the_plus_method_selects_items_by_risk_reduction_and_the_others_at_random():
+    for method in config.METHODS:
+        r = config.resolve(_cfg(method=method))
+        want = "risk_reduction" if method == "efficient_annotation_plus" else "random"
+        assert r.sampler.item_score == want, method
+        assert experiment.to_static(r, 60, 12, 3, 8).item_score == want
+    plus, base = config.METHODS["efficient_annotation_plus"], config.METHODS["efficient_annotation"]
+    assert {k: v for k, v in plus.items() if k != "sampler.item_score"} == base
+    explicit = config.resolve(_cfg(method="efficient_annotation_plus", **{"sampler.item_score": "random"}))
+    assert explicit.sampler.item_score == "random", "an explicit value beats the method preset"
+
+
+def test_sampler_temperature_is_a_checked_sweep_axis():
+    cfg = _cfg(**{"sampler.temperature": -0.1})
+    with pytest.raises(config.ConfigError, match=r"sampler.temperature=-0.1: expected a finite number in \[0, 100\]"):
+        config.validate(config.resolve(cfg))
+    cfg = _cfg()
+    cfg.sweep.selection_temperature = (0.0, 0.5)
+    points = experiment.sweep_points(config.resolve(cfg))
+    assert points == [{"selection_temperature": 0.0}, {"selection_temperature": 0.5}]
+
+
 def test_to_static_puts_every_field_in_its_place():
     cfg = _cfg(method="lean", **{"optimizer.m_step": "soft", "sampler.algo": "greedy_task_assignment"})
     cfg.learner.calibrate, cfg.optimizer.item_block, cfg.worker.prior.type = "cv_4", 64, "heterogeneous_workers"

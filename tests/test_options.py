@@ -24,6 +24,7 @@ FLAGS = (False, True)
 # (owner, field, every allowed value); owner names the dataclass the field belongs to.
 OPTIONS = [
     ("Static", "sampler", types.SAMPLERS),
+    ("Static", "item_score", types.ITEM_SCORES),
     ("Static", "worker_type", types.WORKER_TYPES),
     ("Static", "prior_type", types.PRIOR_TYPES),
     ("Static", "early_stop", FLAGS),
@@ -155,8 +156,8 @@ def test_option_values_reach_the_simulation(dataset):
     """Not a no-op: a few options that must change the labels or beliefs of the base run do."""
     base = _run(BASE, dataset)[0][-1]
     changes = [("Static", "worker_type", "adversarial"), ("Static", "worker_type", "item_difficulty"),
-               ("EMStatic", "aggregator", "mj"),
-               ("EMStatic", "m_step", "soft"), ("Static", "sampler", "greedy_task_assignment")]  # fmt: skip
+               ("EMStatic", "aggregator", "mj"), ("EMStatic", "m_step", "soft"),
+               ("Static", "sampler", "greedy_task_assignment"), ("Static", "item_score", "risk_reduction")]  # fmt: skip
     for owner, field, value in changes:
         other = _run(_static(owner, field, value), dataset)[0][-1]
         assert not np.array_equal(other.em.posterior, base.em.posterior), (owner, field, value)
