@@ -180,8 +180,13 @@ class Static:
     learner: LearnerStatic | None = None
 
     def __post_init__(self):
-        options = dict(sampler=SAMPLERS, item_score=ITEM_SCORES, worker_type=WORKER_TYPES, prior_type=PRIOR_TYPES,
-                       early_stopper=EARLY_STOPPERS)
+        options = dict(
+            sampler=SAMPLERS,
+            item_score=ITEM_SCORES,
+            worker_type=WORKER_TYPES,
+            prior_type=PRIOR_TYPES,
+            early_stopper=EARLY_STOPPERS,
+        )
         sizes = dict(num_items=1, num_prototypes=0, num_classes=1, num_workers=1, feature_dim=0, max_annotations=1,
                      hit_size=1, hits_per_step=1, n_prototype_per_class=0)  # fmt: skip
         _check_fields(self, options, sizes, flags=("early_stop",))
