@@ -147,6 +147,7 @@ def gain_run():
     return static, tiny_dataset(static)
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_equals_a_loop_of_single_runs(gain_run):
     static, data = gain_run
     params = types.make_params(selection_temperature=0.05)
@@ -163,6 +164,7 @@ def test_vmap_over_seeds_equals_a_loop_of_single_runs(gain_run):
     assert int(looped[1].cost[0, -1]) > 0
 
 
+@pytest.mark.slow
 def test_online_step_traces_once_for_new_temperatures(gain_run):
     static, data = gain_run
 
