@@ -45,6 +45,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], tuple[float, ...]]] = {
     "learned_class_prior": ("efficient_annotation", {"optimizer.class_prior": "learned"}, ()),
     "warm_start": ("efficient_annotation", {"optimizer.warm_start": True}, ()),
     "efficient_annotation_plus": ("efficient_annotation_plus", {}, ()),
+    "exact_temperature": ("efficient_annotation", {"learner.temperature_solver": "exact"}, ()),
+    "sustained_stop": ("efficient_annotation", {"early_stopper": "sustained"}, ()),
 }
 TARGETS = (80, 85, 90)
 AT_COST = (0.25, 0.5, 1.0)
