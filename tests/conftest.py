@@ -22,6 +22,12 @@ import pytest  # noqa: E402
 from jaxanno import data as data_lib  # noqa: E402
 from jaxanno import types  # noqa: E402
 
+# This process itself writes nothing to that cache (the processes the tests start still do):
+# late in a full session, serialising one large CPU executable for the cache crashed XLA
+# (segfault in `executable.serialize`, jax 0.10.2), and in-process tests reuse programs
+# through jit's own in-memory cache anyway.
+jax.config.update("jax_enable_compilation_cache", False)
+
 VERTEBRATE4 = ["n02138441", "n02326432", "n01558993", "n02009229"]  # 4 classes of split 1
 
 
