@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 import common
-from jaxanno import config, experiment
+from jaxanno import config, experiment, results
 
 BASELINE = "efficient_annotation"
 # name -> (method, config overrides, sweep of sampler.temperature or ()); each name is one launch
@@ -61,18 +61,6 @@ def seed_curves(metrics: list[dict[str, np.ndarray]], grid: int) -> list[tuple[n
     return [(c[a], t[a]) for c, t, a in zip(cost, top1, active)]
 
 
-def x_at(x: np.ndarray, y: np.ndarray, target: float) -> float:
-    """Labels per image where y first reaches `target`, interpolated; NaN if never."""
-    hit = np.flatnonzero(y >= target)
-    if not len(hit):
-        return math.nan
-    i = int(hit[0])
-    if i == 0:
-        return float(x[0])
-    frac = (target - y[i - 1]) / (y[i] - y[i - 1])
-    return float(x[i - 1] + frac * (x[i] - x[i - 1]))
-
-
 def top1_at(x: np.ndarray, y: np.ndarray, cost: float) -> float:
     """Top-1 at `cost` labels per image, interpolated; the final top-1 when the run stopped before."""
     return float(np.interp(cost, x, y)) if cost <= x[-1] else float(y[-1])
@@ -80,7 +68,7 @@ def top1_at(x: np.ndarray, y: np.ndarray, cost: float) -> float:
 
 def per_seed(curves: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
     """{measure: (S,) values}: x@T, top-1 at fixed costs, final cost and top-1."""
-    out = {f"x@{t}": np.array([x_at(x, y, t / 100) for x, y in curves]) for t in TARGETS}
+    out = {f"x@{t}": np.array([results.x_at_target(x, y, t / 100) for x, y in curves]) for t in TARGETS}
     out.update({f"top1@{c:g}": np.array([100 * top1_at(x, y, c) for x, y in curves]) for c in AT_COST})
     out["final_cost"] = np.array([x[-1] for x, _ in curves])
     out["final_top1"] = np.array([100 * y[-1] for _, y in curves])
