@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -22,13 +23,21 @@ import pytest  # noqa: E402
 from jaxanno import data as data_lib  # noqa: E402
 from jaxanno import types  # noqa: E402
 
-# This process itself writes nothing to that cache (the processes the tests start still do):
-# late in a full session, serialising one large CPU executable for the cache crashed XLA
-# (segfault in `executable.serialize`, jax 0.10.2), and in-process tests reuse programs
-# through jit's own in-memory cache anyway.
-jax.config.update("jax_enable_compilation_cache", False)
-
 VERTEBRATE4 = ["n02138441", "n02326432", "n01558993", "n02009229"]  # 4 classes of split 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """Free every compiled program when a test module ends.
+
+    Each XLA CPU executable keeps about 20 memory mappings while any jit cache holds it, and a
+    process may have at most `vm.max_map_count` (65530 by default) of them: a full session
+    compiles a few thousand programs, and without this XLA segfaults late in the session.
+    Programs a later module needs again come back from the session's persistent cache.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

@@ -155,7 +155,6 @@ def test_a_cache_set_up_or_switched_off_through_jax_is_followed(tmp_path):
 
     before = (jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache)
     try:
-        jax.config.update("jax_enable_compilation_cache", True)  # JAX's default (the test session turns it off)
         jax.config.update("jax_compilation_cache_dir", str(tmp_path))
         assert compile_cache.resolve() == str(tmp_path)
         jax.config.update("jax_enable_compilation_cache", False)
