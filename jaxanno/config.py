@@ -104,7 +104,9 @@ SCHEMA: dict[str, Field] = {
     "learner.weight_decay": _param("weight_decay"),
     "learner.risk_thres": _param("pseudo_label_threshold"),
     "learner.calibrate": Field(_static("LearnerStatic", "calibrate").default, preset=True),  # or 'cv_<folds>'
-    "learner.temperature_solver": _static("LearnerStatic", "temperature_solver", types.TEMPERATURE_SOLVERS),
+    "learner.temperature_solver": _static(
+        "LearnerStatic", "temperature_solver", types.TEMPERATURE_SOLVERS, preset=True
+    ),
     "learner.semi_supervised": _static("LearnerStatic", "semi_supervised", types.SEMI_SUPERVISED, preset=True),
     "learner.early_stop_scope": _static("LearnerStatic", "early_stop_scope", types.EARLY_STOP_SCOPES, preset=True),
     "learner.prototype_as_val": _static("LearnerStatic", "prototype_as_val", preset=True),
@@ -130,9 +132,12 @@ PARAM_PATHS: dict[str, str] = {
 }
 
 # A method sets these fields, in this order (ds_model only the first two: it has no learner;
-# a method without the last one keeps its default, the original uniform item draw).
+# a method without the last ones keeps their defaults: the original uniform item draw and the
+# original temperature solver).
 _METHOD_FIELDS = ("optimizer.criterion", "learner.algo", "learner.calibrate", "learner.semi_supervised",
-                  "learner.early_stop_scope", "learner.prototype_as_val", "sampler.item_score")  # fmt: skip
+                  "learner.early_stop_scope", "learner.prototype_as_val", "sampler.item_score",
+                  "learner.temperature_solver")  # fmt: skip
+# fmt: off
 METHODS: dict[str, dict[str, Any]] = {
     name: dict(zip(_METHOD_FIELDS, values))
     for name, values in {
@@ -142,8 +147,11 @@ METHODS: dict[str, dict[str, Any]] = {
         "efficient_annotation": ("soft", "mlp", "temperature", "pseudolabel", "global", True),
         "efficient_annotation_mixmatch": ("soft", "mlp", "temperature", "mixmatch", "global", True),
         "efficient_annotation_plus": ("soft", "mlp", "temperature", "pseudolabel", "global", True, "risk_reduction"),
+        "efficient_annotation_calibrated": ("soft", "mlp", "temperature", "pseudolabel", "global", True, "random",
+                                            "exact"),
     }.items()
 }
+# fmt: on
 SIMULATIONS: dict[str, dict[str, Any]] = {
     "amt_structured_noise": {"worker.type": "structured_noise"},
     "amt_uniform_noise": {"worker.type": "uniform_noise"},

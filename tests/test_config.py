@@ -77,6 +77,19 @@ def test_the_plus_method_selects_items_by_risk_reduction_and_the_others_at_rando
     assert explicit.sampler.item_score == "random", "an explicit value beats the method preset"
 
 
+def test_the_calibrated_method_fits_the_learner_temperature_exactly_and_the_others_by_the_reference():
+    for method in config.METHODS:
+        r = config.resolve(_cfg(method=method))
+        want = "exact" if method == "efficient_annotation_calibrated" else "reference"
+        assert r.learner.temperature_solver == want, method
+        if method != "ds_model":
+            assert experiment.to_static(r, 60, 12, 3, 8).learner.temperature_solver == want
+    calibrated, base = config.METHODS["efficient_annotation_calibrated"], config.METHODS["efficient_annotation"]
+    new_fields = ("sampler.item_score", "learner.temperature_solver")
+    assert {k: v for k, v in calibrated.items() if k not in new_fields} == base
+    assert calibrated["sampler.item_score"] == "random"
+
+
 def test_sampler_temperature_is_a_checked_sweep_axis():
     cfg = _cfg(**{"sampler.temperature": -0.1})
     with pytest.raises(config.ConfigError, match=r"sampler.temperature=-0.1: expected a finite number in \[0, 100\]"):
