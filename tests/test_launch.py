@@ -102,7 +102,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrup
 def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path, uninterrupted):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "launch.py", *LONG, "--quiet", f"--workdir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A runner that started pytest in the background (`cmd &`) passes SIGINT on as ignored, and
+    # Python then keeps ignoring it: give the launch the default disposition, as in a terminal.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     while not (tmp_path / "checkpoint.msgpack").exists() and time.time() < deadline:
         time.sleep(0.01)
