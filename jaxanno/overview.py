@@ -22,6 +22,8 @@ from jaxanno import config, experiment, types
 from jaxanno.data import amt, standin
 
 _SHOWN_CHARS = 60  # longer values (class lists) are cut in listings
+# Width of the name column in listings: the longest preset name and two spaces.
+_NAME_WIDTH = 2 + max(map(len, (*config.METHODS, *config.SIMULATIONS, *types.PARAM_DEFAULTS, "imagenet_100_classes")))
 
 
 def _short(value: Any) -> str:
@@ -40,7 +42,7 @@ def _experiment_lines() -> list[str]:
     for name, exp in amt.experiments().items():
         online = exp.get("online", {})
         lines.append(
-            f"  {name:<30}{len(exp['wnids'])} classes, {exp.get('n_data_per_class')} images per class, "
+            f"  {name:<{_NAME_WIDTH}}{len(exp['wnids'])} classes, {exp.get('n_data_per_class')} images per class, "
             f"budget {online.get('budget')} labels, {online.get('n_hits_per_step')} HITs of "
             f"{online.get('hit_size')} per step"
         )
@@ -59,16 +61,17 @@ def _key_lines() -> list[str]:
 def catalog() -> str:
     """Every preset, config key and sweepable field, as printed by ``jaxanno list``."""
     methods = [
-        f"  {name:<30}" + ", ".join(f"{k}={v}" for k, v in fields.items()) for name, fields in config.METHODS.items()
+        f"  {name:<{_NAME_WIDTH}}" + ", ".join(f"{k}={v}" for k, v in fields.items())
+        for name, fields in config.METHODS.items()
     ]
     sims = [
-        f"  {name:<30}" + ", ".join(f"{k}={v}" for k, v in fields.items())
+        f"  {name:<{_NAME_WIDTH}}" + ", ".join(f"{k}={v}" for k, v in fields.items())
         for name, fields in config.SIMULATIONS.items()
     ]
     sweep = [
-        f"  {name:<30}{path} (default {types.PARAM_DEFAULTS[name]!r}, unless a preset sets it)"
+        f"  {name:<{_NAME_WIDTH}}{path} (default {types.PARAM_DEFAULTS[name]!r}, unless a preset sets it)"
         if config.SCHEMA[path].preset
-        else f"  {name:<30}{path} (default {types.PARAM_DEFAULTS[name]!r})"
+        else f"  {name:<{_NAME_WIDTH}}{path} (default {types.PARAM_DEFAULTS[name]!r})"
         for name, path in config.PARAM_PATHS.items()
     ]
     return "\n".join(
