@@ -3,6 +3,7 @@ cross-validation folds, training-set rules, global early stop, MixMatch."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,6 +85,18 @@ def test_exact_temperature_reaches_the_grid_minimum(seed, scale):
     grid = np.exp(np.linspace(np.log(0.05), np.log(50), 20001))
     best = min(_nll64(logits, labels, g) for g in grid)
     assert _nll64(logits, labels, t) <= best + 1e-6
+
+
+def test_exact_temperature_vmapped_over_seeds_equals_a_loop_and_traces_once():
+    problems = [_logits(seed, scale) for seed, scale in [(0, 1.0), (1, 3.0), (2, 0.3)]]
+    logits = jnp.asarray(np.stack([p[0] for p in problems]))
+    labels = jnp.asarray(np.stack([p[1] for p in problems]))
+    weight = jnp.ones((3, 300)).at[1, :150].set(0.0).at[2].set(0.0)  # a masked half, and no data (T = 1)
+    solve = chex.assert_max_traces(calibration.temperature_exact, n=1)
+    looped = [float(jax.jit(solve)(logits[i], labels[i], weight[i])) for i in range(3)]  # one trace, 3 calls
+    batched = jax.jit(jax.vmap(calibration.temperature_exact))(logits, labels, weight)
+    np.testing.assert_allclose(np.asarray(batched), looped, rtol=1e-6)
+    assert looped[2] == 1.0 and looped[1] != looped[0]
 
 
 @pytest.mark.slow
