@@ -103,9 +103,13 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path,
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "launch.py", *LONG, "--quiet", f"--workdir={tmp_path}"]
     # A runner that started pytest in the background (`cmd &`) passes SIGINT on as ignored, and
-    # Python then keeps ignoring it: give the launch the default disposition, as in a terminal.
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    # Python then keeps ignoring it. A handled signal is reset to the default at exec, so while
+    # this process handles SIGINT its child starts with the default, as in a terminal.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
     deadline = time.time() + 120
     while not (tmp_path / "checkpoint.msgpack").exists() and time.time() < deadline:
         time.sleep(0.01)
