@@ -121,7 +121,7 @@ def _markdown(rows: list, env: dict) -> str:
     lines = [
         "# DawidSkene fit time: jaxanno vs crowd-kit",
         "",
-        f"{common.env_lines(env)}. n_iter={N_ITER}, tol={TOL}; medians of {rows[0]['repeats']} alternating runs. "
+        f"{common.env_line(env)}. n_iter={N_ITER}, tol={TOL}; medians of {rows[0]['repeats']} alternating runs. "
         "Fit = end to end (checks, encoding, EM, pandas results), warm; programs = programs compiled by the "
         "first fit in the process; compile = AOT compile of the EM program, paid once per shape bucket.",
         "",
