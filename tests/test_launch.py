@@ -101,19 +101,25 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, uninterrup
 @pytest.mark.slow  # a real SIGINT to a launch and its resume; runner_workdir tests cover the logic in process
 def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path, uninterrupted):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "launch.py", *LONG, "--quiet", f"--workdir={tmp_path}"]
-    # A runner that started pytest in the background (`cmd &`) passes SIGINT on as ignored, and
-    # Python then keeps ignoring it. A handled signal is reset to the default at exec, so while
-    # this process handles SIGINT its child starts with the default, as in a terminal.
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    finally:
-        signal.signal(signal.SIGINT, before)
+    # The launch must see Ctrl-C as a terminal delivers it, whatever this process inherited (a
+    # runner that starts pytest in the background hands SIGINT on as ignored) or set up: the
+    # wrapper unblocks SIGINT and restores its default before it becomes the launch.
+    exec_launch = (
+        "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+        "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    )
+    cmd = [sys.executable, "-c", exec_launch, "launch.py", *LONG, "--quiet", f"--workdir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path / "checkpoint.msgpack").exists() and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    for _ in range(20):  # Ctrl-C again if the first one landed before Python could act on it
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=3)
+            break
+        except subprocess.TimeoutExpired:
+            continue
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
