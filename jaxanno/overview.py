@@ -22,8 +22,14 @@ from jaxanno import config, experiment, types
 from jaxanno.data import amt, standin
 
 _SHOWN_CHARS = 60  # longer values (class lists) are cut in listings
-# Width of the name column in listings: the longest preset name and two spaces.
-_NAME_WIDTH = 2 + max(map(len, (*config.METHODS, *config.SIMULATIONS, *types.PARAM_DEFAULTS, "imagenet_100_classes")))
+
+
+def _name_rows(rows: dict[str, str]) -> list[str]:
+    """Listing lines '  NAME  text', the names in one column as wide as the longest listed
+    name (experiments, presets, sweepable fields) and two spaces."""
+    names = (*amt.experiments(), *config.METHODS, *config.SIMULATIONS, *types.PARAM_DEFAULTS)
+    width = 2 + max(map(len, names))
+    return [f"  {name:<{width}}{text}" for name, text in rows.items()]
 
 
 def _short(value: Any) -> str:
@@ -37,16 +43,13 @@ def _flat(cfg: config_dict.ConfigDict) -> dict[str, Any]:
     return {path: config.get_field(cfg, path) for path in config.PATHS}
 
 
-def _experiment_lines() -> list[str]:
-    lines = []
-    for name, exp in amt.experiments().items():
-        online = exp.get("online", {})
-        lines.append(
-            f"  {name:<{_NAME_WIDTH}}{len(exp['wnids'])} classes, {exp.get('n_data_per_class')} images per class, "
-            f"budget {online.get('budget')} labels, {online.get('n_hits_per_step')} HITs of "
-            f"{online.get('hit_size')} per step"
-        )
-    return lines
+def _experiment_text(exp: dict[str, Any]) -> str:
+    online = exp.get("online", {})
+    return (
+        f"{len(exp['wnids'])} classes, {exp.get('n_data_per_class')} images per class, "
+        f"budget {online.get('budget')} labels, {online.get('n_hits_per_step')} HITs of "
+        f"{online.get('hit_size')} per step"
+    )
 
 
 def _key_lines() -> list[str]:
@@ -60,24 +63,23 @@ def _key_lines() -> list[str]:
 
 def catalog() -> str:
     """Every preset, config key and sweepable field, as printed by ``jaxanno list``."""
-    methods = [
-        f"  {name:<{_NAME_WIDTH}}" + ", ".join(f"{k}={v}" for k, v in fields.items())
-        for name, fields in config.METHODS.items()
-    ]
-    sims = [
-        f"  {name:<{_NAME_WIDTH}}" + ", ".join(f"{k}={v}" for k, v in fields.items())
-        for name, fields in config.SIMULATIONS.items()
-    ]
-    sweep = [
-        f"  {name:<{_NAME_WIDTH}}{path} (default {types.PARAM_DEFAULTS[name]!r}, unless a preset sets it)"
-        if config.SCHEMA[path].preset
-        else f"  {name:<{_NAME_WIDTH}}{path} (default {types.PARAM_DEFAULTS[name]!r})"
-        for name, path in config.PARAM_PATHS.items()
-    ]
+
+    def fields_text(fields: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in fields.items())
+
+    methods = _name_rows({name: fields_text(fields) for name, fields in config.METHODS.items()})
+    sims = _name_rows({name: fields_text(fields) for name, fields in config.SIMULATIONS.items()})
+    sweep = _name_rows(
+        {
+            name: f"{path} (default {types.PARAM_DEFAULTS[name]!r}"
+            + (", unless a preset sets it)" if config.SCHEMA[path].preset else ")")
+            for name, path in config.PARAM_PATHS.items()
+        }
+    )
     return "\n".join(
         [
             "experiments (--experiment=NAME; '' for your own classes or features):",
-            *_experiment_lines(),
+            *_name_rows({name: _experiment_text(exp) for name, exp in amt.experiments().items()}),
             "",
             "methods (--method=NAME) and the fields each sets:",
             *methods,

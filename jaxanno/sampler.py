@@ -60,6 +60,12 @@ def lowered_threshold(risk: jax.Array, room: jax.Array, threshold: jax.Array, hi
     return jnp.where(enough[-1], lowered, -jnp.inf)
 
 
+def eligible_items(risk: jax.Array, room: jax.Array, threshold: jax.Array, hit_size: int) -> jax.Array:
+    """(N,) bool items with room whose risk is above the `lowered_threshold` (every item with
+    room when fewer than `hit_size` have room)."""
+    return room & (risk > lowered_threshold(risk, room, threshold, hit_size))
+
+
 def draw_hit_items(
     risk: jax.Array, room: jax.Array, threshold: jax.Array, hit_size: int, key: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -83,7 +89,7 @@ def draw_hit_items(
       valid: (B,) bool lanes that carry an item.
     """
     n, b = risk.shape[0], hit_size
-    eligible = room & (risk > lowered_threshold(risk, room, threshold, b))
+    eligible = eligible_items(risk, room, threshold, b)
     salt = jax.random.bits(key, (), jnp.uint32)
     priority = (ops.hash32(jnp.arange(n, dtype=jnp.uint32) ^ salt) >> 1).astype(jnp.int32)  # uniform in [0, 2^31)
     keep = jnp.minimum(1.0, CANDIDATES_PER_SLOT * b / jnp.maximum(eligible.sum(), 1).astype(jnp.float32))
@@ -123,12 +129,13 @@ def pool_size(static: Static) -> int:
     return min(static.num_items, gain.POOL_PER_SLOT * static.labels_per_step)
 
 
-def step_pool(static: Static, params: Params, annotations: AnnotationState, em_state: EMState, conf, key) -> gain.Pool:
+def step_pool(
+    static: Static, params: Params, annotations: AnnotationState, em_state: EMState, mean_conf: jax.Array, key
+) -> gain.Pool:
     """The step's candidate pool: eligible items (as for the first HIT) ranked by expected
-    gain for the average worker (`conf`: (W, K, K) estimated confusions)."""
+    gain for the average worker (`mean_conf`: (K, K) mean estimated confusion)."""
     room = annotations.item_count < static.max_annotations
-    eligible = room & (em_state.risk > lowered_threshold(em_state.risk, room, params.risk_threshold, static.hit_size))
-    mean_conf = conf.mean(0)
+    eligible = eligible_items(em_state.risk, room, params.risk_threshold, static.hit_size)
     return gain.candidate_pool(em_state.posterior, eligible, mean_conf, params.selection_temperature,
                                pool_size(static), key)  # fmt: skip
 
@@ -142,8 +149,7 @@ def gain_hit_items(
     Returns:
       items: (B,) i32 distinct item indices; valid: (B,) bool lanes that carry an item.
     """
-    room = c.item_count < static.max_annotations
-    eligible = room & (risk > lowered_threshold(risk, room, params.risk_threshold, static.hit_size))
+    eligible = eligible_items(risk, c.item_count < static.max_annotations, params.risk_threshold, static.hit_size)
     score = gain.expected_gain(pool.probs, pool.classes, conf)
     score = jnp.where(c.picked[pool.items], score - 1e4, score)  # gains lie in [0, 1]: the offset orders two tiers
     lanes, valid = gain.best_items(jnp.where(pool.valid & eligible[pool.items], score, -jnp.inf), static.hit_size)
@@ -187,16 +193,16 @@ def select_hits(
     order = jax.random.permutation(k_order, w)
     greedy = static.sampler == "greedy_task_assignment"
     by_gain = static.item_score == "risk_reduction"
-    conf = dawid_skene.confusion(alpha)
-    pool = step_pool(static, params, annotations, em_state, conf, k_pool) if by_gain else None
+    if by_gain:
+        conf = dawid_skene.confusion(alpha)  # (W, K, K)
+        mean_conf = conf.mean(0)  # the average worker: the pool, and every HIT under greedy assignment
+        pool = step_pool(static, params, annotations, em_state, mean_conf, k_pool)
 
     def one_hit(c: HitCounters, h):
         k_items, k_worker = jax.random.split(jax.random.fold_in(k_hits, h))
         worker = order[h]
         if by_gain:  # greedy: the worker is chosen after the items, which serve the average worker
-            items, valid = gain_hit_items(
-                static, params, em_state.risk, pool, c, conf.mean(0) if greedy else conf[worker]
-            )
+            items, valid = gain_hit_items(static, params, em_state.risk, pool, c, mean_conf if greedy else conf[worker])
         else:
             room = c.item_count < static.max_annotations
             items, valid = draw_hit_items(em_state.risk, room, params.risk_threshold, static.hit_size, k_items)

@@ -40,17 +40,15 @@ def _title(panel: str) -> str:
     return SUBSETS[panel][1]
 
 
-FIG4_METHODS = ("efficient_annotation", "improved_lean", "lean", "ds_model", "efficient_annotation_calibrated")
-
-
 def fig4(mode: Mode) -> Figure:
-    runs = {m: spec(mode, "imagenet100", m) for m in FIG4_METHODS}
+    methods = ("efficient_annotation", "improved_lean", "lean", "ds_model", "efficient_annotation_calibrated")
+    runs = {m: spec(mode, "imagenet100", m) for m in methods}
     curves = (
         curve("ours", "Ours", runs["efficient_annotation"]),
         curve("lean_star", "Lean*", runs["improved_lean"]),
         curve("lean", "Lean", runs["lean"]),
         curve("online_ds", "Online DS", runs["ds_model"]),
-        curve("calibrated", "Ours, calibrated (jaxanno)", runs[FIG4_METHODS[-1]], in_paper=False),
+        curve("calibrated", "Ours, calibrated (jaxanno)", runs["efficient_annotation_calibrated"], in_paper=False),
     )
     panels = (
         Panel("4", "top1", "ImageNet100, top-1", curves, TOP1, (75.0, 80.0, 85.0, 87.0), (0.25, 0.35, 0.5, 0.98, 1.5)),
