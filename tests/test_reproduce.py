@@ -232,6 +232,36 @@ def test_jaxanno_reproduce_subcommand(capsys):
     assert out.startswith("quick grid: 1 figure(s), 2 run(s)") and "budget 1.20 labels/image" in out
 
 
+def _fake_finished(out, spec):
+    """A finished run as `execute.finished` recognises it (done.json with the settings, metrics.csv)."""
+    folder = execute.workdir(out, spec)
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("grid,seed,step\n")
+    (folder / execute.DONE_FILE).write_text(json.dumps({"spec": json.loads(json.dumps(spec.key(), default=str))}))
+
+
+def test_quick_fallback_takes_a_figure_from_the_full_grid_only_when_all_its_runs_finished(tmp_path):
+    full = grid.Mode(quick=False, seeds=3)
+    fig8_runs = plan.runs(plan.build(["8"], full))
+    fig10_runs = plan.runs(plan.build(["10"], full))
+    for spec in fig8_runs + fig10_runs[:-1]:  # every full run of Fig 8, all but one of Fig 10
+        _fake_finished(tmp_path, spec)
+    chosen = command.choose_grids(["8", "10"], full, tmp_path)
+    assert [used for _, used in chosen] == [full, command.QUICK_FALLBACK]
+    assert plan.runs([chosen[0][0]]) == fig8_runs
+    assert plan.runs([chosen[1][0]]) == plan.runs(plan.build(["10"], command.QUICK_FALLBACK))
+    assert chosen[0][0].notes[0] == "Grid: full grid, 3 seed(s) per run."
+    assert chosen[1][0].notes[0].startswith("Grid: quick (CPU-sized) grid, 1 seed(s) per run: the full grid's runs")
+    assert command.grid_summary(chosen) == (
+        "full grid, 3 seed(s) per run for Fig 8; quick (CPU-sized) grid, 1 seed(s) per run for Fig 10"
+    )
+
+
+def test_quick_fallback_without_report_only_is_a_usage_error(capsys):
+    assert command.main(["--quick_fallback", "--figure=8"]) == 2
+    assert "--quick_fallback goes with --report_only" in capsys.readouterr().err
+
+
 # --- one tiny end to end: two curves read two lanes of one compiled run ----------------------------
 
 

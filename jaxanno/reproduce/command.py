@@ -7,6 +7,8 @@ per panel. Examples::
   python -m jaxanno.reproduce --figure=4 --seeds=3         # Fig 4 only
   python -m jaxanno.reproduce --figure=all --seeds=3 --report=REPRODUCTION.md
   python -m jaxanno.reproduce --figure=5,12 --dry_run      # the grid and its sizes; nothing runs
+  python -m jaxanno.reproduce --report_only --quick_fallback --report=REPRODUCTION.md
+                                # each figure from the full grid where its runs finished, else the quick grid
 
 Rerunning a command skips the runs that finished and resumes killed ones from their
 checkpoints; ``--fresh`` starts the selected runs over.
@@ -14,6 +16,7 @@ checkpoints; ``--fresh`` starts the selected runs over.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import platform
 import sys
@@ -40,6 +43,13 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("dry_run", False, "Print the grid and its sizes; run and compile nothing.", flag_values=fv)
     flags.DEFINE_bool(
         "report_only", False, "Write the report from the runs that finished; run nothing.", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "quick_fallback",
+        False,
+        "With --report_only: report each figure from the full grid when all its runs "
+        "finished, else from the quick grid's runs (1 seed); each figure says which.",
+        flag_values=fv,
     )
     flags.DEFINE_bool("quiet", False, "No per-chunk progress lines of each launch.", flag_values=fv)
     flags.DEFINE_bool("verbose", False, errors.VERBOSE_HELP, flag_values=fv)
@@ -70,6 +80,37 @@ def _lane(lane: tuple[tuple[str, float], ...]) -> str:
     return "".join(f", {k}={v:g}" for k, v in lane)
 
 
+QUICK_FALLBACK = grid.Mode(quick=True, seeds=1)
+
+
+def grid_name(mode: grid.Mode) -> str:
+    """'full grid, 3 seed(s) per run' or 'quick (CPU-sized) grid, 1 seed(s) per run'."""
+    return f"{'quick (CPU-sized) grid' if mode.quick else 'full grid'}, {mode.seeds} seed(s) per run"
+
+
+def choose_grids(names: Sequence[str], mode: grid.Mode, out: pathlib.Path) -> list[tuple[grid.Figure, grid.Mode]]:
+    """Per figure, (its full-grid version, `mode`) when every run behind it finished under `out`,
+    else (its quick-grid version, `QUICK_FALLBACK`); each figure's first note names its grid."""
+    chosen = []
+    for name in names:
+        fig = plan.FIGURES[name](mode)
+        used, why = mode, ""
+        if not all(execute.finished(execute.workdir(out, s), s) for s in plan.runs([fig])):
+            fig, used = plan.FIGURES[name](QUICK_FALLBACK), QUICK_FALLBACK
+            why = ": the full grid's runs for this figure have not all finished"
+        note = f"Grid: {grid_name(used)}{why}."
+        chosen.append((dataclasses.replace(fig, notes=(note, *fig.notes)), used))
+    return chosen
+
+
+def grid_summary(chosen: Sequence[tuple[grid.Figure, grid.Mode]]) -> str:
+    """'full grid, 3 seed(s) per run for Fig 4; quick (CPU-sized) grid, 1 seed(s) per run for Fig 5, Fig 6'."""
+    groups: dict[str, list[str]] = {}
+    for fig, used in chosen:
+        groups.setdefault(grid_name(used), []).append(fig.title.split(":")[0])
+    return "; ".join(f"{name} for {', '.join(titles)}" for name, titles in groups.items())
+
+
 def measure_all(figures: Sequence[grid.Figure], out: pathlib.Path) -> dict:
     """{(figure, panel): {curve id: Measured}} for every curve whose run has results."""
     compare.clear_cache()
@@ -86,12 +127,14 @@ def measure_all(figures: Sequence[grid.Figure], out: pathlib.Path) -> dict:
 
 
 def header(
-    argv: Sequence[str], mode: grid.Mode, outcomes: Sequence[execute.Outcome], total: int, wall: float
-) -> list[str]:
+    argv: Sequence[str], mode: grid.Mode, outcomes: Sequence[execute.Outcome], total: int, wall: float,
+    grids: str | None = None,
+) -> list[str]:  # fmt: skip
     from jaxanno.reproduce import paper
 
     cpu = sum(o.cpu_s for o in outcomes)
     run_wall = sum(o.wall_s for o in outcomes)
+    what = grids or grid_name(mode)
     return [
         "# Reproducing the paper",
         "",
@@ -99,7 +142,7 @@ def header(
         "(each curve names the figure file it was read from).",
         "",
         f"Command: `{' '.join(['python -m jaxanno.reproduce', *argv[1:]])}`; "
-        f"{'quick (CPU-sized) grid' if mode.quick else 'full grid'}, {mode.seeds} seed(s) per run, "
+        f"{what}, "
         f"stand-in features of width 128 (synthetic, not ImageNet: absolute accuracies are not the paper's). "
         f"Runs with results: {len(outcomes)} of {total}; their launches took {execute.duration(run_wall)} wall and "
         f"{execute.duration(cpu)} CPU in all (this invocation {execute.duration(wall)}) on {platform.machine()} "
@@ -126,6 +169,8 @@ def _main(argv: list[str]) -> int:
     extra = fv(argv)[1:]
     if extra:
         raise errors.UsageError(f"unexpected argument(s) {extra}; every setting is a flag (see --help)")
+    if fv.quick_fallback and (fv.quick or not fv.report_only):
+        raise errors.UsageError("--quick_fallback goes with --report_only and the full grid (no --quick)")
     names = plan.parse_names(fv.figure)
     mode = grid.Mode(quick=fv.quick, seeds=fv.seeds or (1 if fv.quick else 3))
     figures = plan.build(names, mode)
@@ -136,13 +181,18 @@ def _main(argv: list[str]) -> int:
         return 0
     out = pathlib.Path(fv.out)
     t0 = time.perf_counter()
+    grids = None
+    if fv.quick_fallback:
+        chosen = choose_grids(names, mode, out)
+        figures, grids = [fig for fig, _ in chosen], grid_summary(chosen)
+        specs = plan.runs(figures)
     if fv.report_only:
         outcomes = execute.collect(specs, out)
     else:
         outcomes = execute.run_all(specs, out, quiet=fv.quiet, fresh=fv.fresh)
     report = pathlib.Path(fv.report) if fv.report else out / "REPRODUCTION.md"
     measured = measure_all(figures, out)
-    head = header(argv, mode, outcomes, len(specs), time.perf_counter() - t0)
+    head = header(argv, mode, outcomes, len(specs), time.perf_counter() - t0, grids)
     counts = write.write_document(figures, measured, report, out / "figures", head, DIFFERENCES)
     panels = sum(len(f.panels) for f in figures)
     print(f"wrote {report} and {panels} figure(s) under {out / 'figures'}; claims: {counts['holds']} hold, "
