@@ -9,6 +9,8 @@ Cases (every one a fresh `python` process, started from the repository root):
                         crowd-kit: the same line with ``crowdkit.aggregation.DawidSkene``
   label_rte, label_synth5k  ``python -m jaxanno.label --labels=CSV --out=DIR --quiet`` (fit,
                         risk and next batch, four files written); crowd-kit: the same fit process
+  floor_synth5k         the floor of any JAX program a user starts this way: a process that reads the
+                        CSV with pandas and runs one tiny JAX op (no jaxanno; both "runs" alike)
   launch_default        ``python launch.py`` (Vertebrate, Online DS, 4 seeds, with its report)
   launch_test           ``python launch.py --config=configs/test.py``
 RTE is tests/data/rte_labels.csv (8,000 labels); synth5k is written to a temporary CSV: 625 tasks x
@@ -60,6 +62,13 @@ import sys
 import pandas as pd
 from crowdkit.aggregation import DawidSkene
 DawidSkene(n_iter={N_ITER}).fit_predict(pd.read_csv(sys.argv[1]))
+"""
+FLOOR = """
+import sys
+import pandas as pd
+import jax.numpy as jnp
+pd.read_csv(sys.argv[1])
+(jnp.ones(8) + 1).block_until_ready()
 """
 OUT_DIR = "OUT_DIR"  # replaced by a new folder for every process: a launch resumes from a workdir's checkpoint
 COMPILE_LINE = re.compile(r"simulation program compiled .*? compiling [\d.]+ s \([^)]*\)")
@@ -122,6 +131,7 @@ def cases(work: pathlib.Path, synth: pathlib.Path) -> dict[str, dict]:
         "api_synth5k": {"jaxanno": fit(JAXANNO_FIT, synth), "crowdkit": fit(CROWDKIT_FIT, synth)},
         "label_rte": {"jaxanno": label(RTE), "crowdkit": fit(CROWDKIT_FIT, RTE)},
         "label_synth5k": {"jaxanno": label(synth), "crowdkit": fit(CROWDKIT_FIT, synth)},
+        "floor_synth5k": {"jaxanno": fit(FLOOR, synth), "crowdkit": fit(CROWDKIT_FIT, synth)},
         "launch_default": {"jaxanno": launch(), "crowdkit": None},
         "launch_test": {"jaxanno": launch("--config=configs/test.py"), "crowdkit": None},
     }
@@ -152,7 +162,7 @@ def _compile_note(run: dict) -> str:
 
 def _shown(cmd: list[str]) -> str:
     """The command as a reader would type it: python, repository-relative paths, TMP for the scratch folder."""
-    parts = ["python"] + ["'<fit script>'" if "\n" in a else a for a in cmd[1:]]
+    parts = ["python"] + ["'<script>'" if "\n" in a else a for a in cmd[1:]]
     text = " ".join(parts).replace(f"{ROOT}/", "")
     return re.sub(r"/\S*cold_start_[^/]*", "TMP", text)
 
