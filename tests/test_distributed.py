@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from jaxanno import experiment, results, types
+from tests.conftest import xla_flags
 from tests.test_launch import ROOT
 
 ARGS = [
@@ -51,7 +52,7 @@ def test_lanes_pad_to_the_device_count_and_map_back():
 
 @pytest.mark.slow
 def test_four_simulated_devices_equal_one(tmp_path, single):
-    proc = _run(tmp_path, env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    proc = _run(tmp_path, env_extra={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")})
     assert "on 4 device(s)" in proc.stdout  # 6 lanes padded to 8
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), single)
 

@@ -14,6 +14,7 @@ import pytest
 
 from configs import test as test_config
 from jaxanno import experiment, runner
+from tests.conftest import xla_flags
 from tests.test_launch import ROOT
 
 # Each case launches and compiles a 4-device run in a fresh process; test_runner_checkpoint covers
@@ -44,7 +45,7 @@ def config():
 
 
 def _on_four_devices(workdir, stop_at: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")}
     cmd = [sys.executable, "-c", SCRIPT, str(workdir), str(stop_at)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
