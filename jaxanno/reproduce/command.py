@@ -107,7 +107,8 @@ def grid_summary(chosen: Sequence[tuple[grid.Figure, grid.Mode]]) -> str:
     """'full grid, 3 seed(s) per run for Fig 4; quick (CPU-sized) grid, 1 seed(s) per run for Fig 5, Fig 6'."""
     groups: dict[str, list[str]] = {}
     for fig, used in chosen:
-        groups.setdefault(grid_name(used), []).append(fig.title.split(":")[0])
+        short = fig.title.split(":")[0] if fig.id.isdigit() else fig.title  # 'Fig 4', 'Supplement: risk threshold'
+        groups.setdefault(grid_name(used), []).append(short)
     return "; ".join(f"{name} for {', '.join(titles)}" for name, titles in groups.items())
 
 
