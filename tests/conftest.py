@@ -23,7 +23,10 @@ atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 # on it too. Set before JAX starts its CPU client (which reads XLA_FLAGS once); CLI tests' child
 # processes inherit it. A level set by the user in XLA_FLAGS is kept.
 _OPT_FLAG = "--xla_backend_optimization_level"
-if os.environ.get("JAXANNO_TEST_XLA_OPT", "0") != "default" and _OPT_FLAG not in os.environ.get("XLA_FLAGS", ""):
+_TEST_OPT = os.environ.get("JAXANNO_TEST_XLA_OPT", "0")
+if _TEST_OPT not in ("0", "default"):
+    raise RuntimeError(f"JAXANNO_TEST_XLA_OPT: expected '0' (the default) or 'default', found {_TEST_OPT!r}")
+if _TEST_OPT == "0" and _OPT_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT_FLAG}=0".strip()
 
 

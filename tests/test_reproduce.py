@@ -246,7 +246,7 @@ def test_quick_fallback_takes_a_figure_from_the_full_grid_only_when_all_its_runs
     fig10_runs = plan.runs(plan.build(["10"], full))
     for spec in fig8_runs + fig10_runs[:-1]:  # every full run of Fig 8, all but one of Fig 10
         _fake_finished(tmp_path, spec)
-    chosen = command.choose_grids(["8", "10"], full, tmp_path)
+    chosen = command.choose_grids(plan.build(["8", "10"], full), full, tmp_path)
     assert [used for _, used in chosen] == [full, command.QUICK_FALLBACK]
     assert plan.runs([chosen[0][0]]) == fig8_runs
     assert plan.runs([chosen[1][0]]) == plan.runs(plan.build(["10"], command.QUICK_FALLBACK))

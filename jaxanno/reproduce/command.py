@@ -88,15 +88,16 @@ def grid_name(mode: grid.Mode) -> str:
     return f"{'quick (CPU-sized) grid' if mode.quick else 'full grid'}, {mode.seeds} seed(s) per run"
 
 
-def choose_grids(names: Sequence[str], mode: grid.Mode, out: pathlib.Path) -> list[tuple[grid.Figure, grid.Mode]]:
-    """Per figure, (its full-grid version, `mode`) when every run behind it finished under `out`,
-    else (its quick-grid version, `QUICK_FALLBACK`); each figure's first note names its grid."""
+def choose_grids(
+    figures: Sequence[grid.Figure], mode: grid.Mode, out: pathlib.Path
+) -> list[tuple[grid.Figure, grid.Mode]]:
+    """Per full-grid figure, (it, `mode`) when every run behind it finished under `out`, else
+    (its quick-grid version, `QUICK_FALLBACK`); each figure's first note names its grid."""
     chosen = []
-    for name in names:
-        fig = plan.FIGURES[name](mode)
+    for fig in figures:
         used, why = mode, ""
         if not all(execute.finished(execute.workdir(out, s), s) for s in plan.runs([fig])):
-            fig, used = plan.FIGURES[name](QUICK_FALLBACK), QUICK_FALLBACK
+            fig, used = plan.FIGURES[fig.id](QUICK_FALLBACK), QUICK_FALLBACK
             why = ": the full grid's runs for this figure have not all finished"
         note = f"Grid: {grid_name(used)}{why}."
         chosen.append((dataclasses.replace(fig, notes=(note, *fig.notes)), used))
@@ -107,7 +108,7 @@ def grid_summary(chosen: Sequence[tuple[grid.Figure, grid.Mode]]) -> str:
     """'full grid, 3 seed(s) per run for Fig 4; quick (CPU-sized) grid, 1 seed(s) per run for Fig 5, Fig 6'."""
     groups: dict[str, list[str]] = {}
     for fig, used in chosen:
-        short = fig.title.split(":")[0] if fig.id.isdigit() else fig.title  # 'Fig 4', 'Supplement: risk threshold'
+        short = f"Fig {fig.id}" if fig.id.isdigit() else fig.title  # 'Fig 4', 'Supplement: risk threshold'
         groups.setdefault(grid_name(used), []).append(short)
     return "; ".join(f"{name} for {', '.join(titles)}" for name, titles in groups.items())
 
@@ -184,7 +185,7 @@ def _main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     grids = None
     if fv.quick_fallback:
-        chosen = choose_grids(names, mode, out)
+        chosen = choose_grids(figures, mode, out)
         figures, grids = [fig for fig, _ in chosen], grid_summary(chosen)
         specs = plan.runs(figures)
     if fv.report_only:
