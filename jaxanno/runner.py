@@ -73,7 +73,10 @@ class Progress:
     (stop reasons) | elapsed | ETA about T``. N (`Problem.max_steps`) is a bound; runs usually
     stop earlier. The ETA is the time per step measured over the chunks after the first (which
     includes tracing and compiling) times `steps_left`, an estimate: items turning confident
-    end runs sooner.
+    end runs sooner. In a lane's tail (`in_tail`: its unconfident items have fewer free slots
+    than one step's labels) the sampler lowers its risk threshold and relabels confident items,
+    some of which turn unconfident again, so the end cannot be estimated from the slots left:
+    the line then gives only the bound, "ETA: at most T".
     """
 
     def __init__(self, problem: experiment.Problem, quiet: bool, stream=None, *, compiles=None, fired=None):
@@ -132,13 +135,26 @@ class Progress:
         running = ~np.asarray(done, bool)
         if not running.any() or bound == 0:
             return 0
+        cost, rate = self._labelling_rate(chunks)
+        left = np.minimum(chunks[-1]["open_slots"][..., -1], np.maximum(self.budget - cost, 0))
+        need = np.where(rate > 0, np.ceil(left / np.where(rate > 0, rate, 1.0)), bound)
+        return int(min(need[running].max(), bound))
+
+    def in_tail(self, done: np.ndarray, chunks: list[dict[str, np.ndarray]]) -> bool:
+        """A running lane's unconfident items have fewer free slots than it labels per step
+        (and its budget does not end it first): the sampler is relabelling confident items."""
+        cost, rate = self._labelling_rate(chunks)
+        open_slots = chunks[-1]["open_slots"][..., -1]
+        tail = (open_slots < rate) & (self.budget - cost > open_slots)
+        return bool((tail & ~np.asarray(done, bool)).any())
+
+    @staticmethod
+    def _labelling_rate(chunks: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """(G, S) labels so far and labels per step over the last chunk."""
         last = chunks[-1]
         cost = last["cost"][..., -1].astype(np.int64)
         before = chunks[-2]["cost"][..., -1].astype(np.int64) if len(chunks) > 1 else np.zeros_like(cost)
-        rate = (cost - before) / last["cost"].shape[-1]
-        left = np.minimum(last["open_slots"][..., -1], np.maximum(self.budget - cost, 0))
-        need = np.where(rate > 0, np.ceil(left / np.where(rate > 0, rate, 1.0)), bound)
-        return int(min(need[running].max(), bound))
+        return cost, (cost - before) / last["cost"].shape[-1]
 
     def _line(self, step, done, chunks, stop_reason, now) -> str:
         last = {k: v[..., -1] for k, v in chunks[-1].items()}
@@ -150,8 +166,13 @@ class Progress:
         left = self.steps_left(step, done, chunks)
         if not left:
             eta = "no steps left"
+        elif not self.seconds_per_step:
+            eta = "ETA: measuring"
+        elif self.in_tail(done, chunks):
+            bound = max(self.problem.max_steps - step, 0)
+            eta = f"ETA: at most {_duration(bound * self.seconds_per_step)} (relabelling confident items)"
         else:
-            eta = f"ETA about {_duration(left * self.seconds_per_step)}" if self.seconds_per_step else "ETA: measuring"
+            eta = f"ETA about {_duration(left * self.seconds_per_step)}"
         return (
             f"step {step} (of at most {self.problem.max_steps}) | labels/item {last['cost_per_item'].mean():.3f}"
             f" | top-1 {100 * last['aggregate/all/top1'].mean():.1f}%"

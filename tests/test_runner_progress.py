@@ -50,6 +50,28 @@ def test_steps_left_follow_each_lanes_labelling_rate_open_slots_and_budget(probl
     assert progress.steps_left(8, running, [before, stalled]) == 19 - 8
 
 
+def test_a_lane_relabelling_confident_items_gets_only_the_step_bound(problem, monkeypatch):
+    # Lane (1, 1) labels 6 items a step but its unconfident items have 4 free slots left: the
+    # sampler is relabelling confident items (the simulator's threshold lowering), so the
+    # slots do not tell when it ends; seen on a full-size run that printed "ETA about 3 s"
+    # for 130 steps. Lane (0, 0) is as short of slots but its 45-label budget ends it first.
+    progress = runner.Progress(problem, quiet=True)
+    before = _chunk(5, [[10, 10], [10, 10]], [[90, 90], [90, 90]])
+    last = _chunk(10, [[42, 40], [40, 40]], [[4, 60], [60, 4]])
+    assert progress.in_tail(np.zeros((2, 2), bool), [before, last])
+    assert not progress.in_tail(np.array([[False, False], [False, True]]), [before, last])  # that lane is done
+    clock = iter([0.0, 0.0, 10.0, 10.0])  # start, then after each chunk: 5 steps in 10 s
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    progress = runner.Progress(problem, quiet=False, stream=stream)
+    progress(5, np.zeros((2, 2), bool), [before])
+    progress(10, np.zeros((2, 2), bool), [before, last])
+    progress(10, np.array([[False, False], [False, True]]), [before, last])
+    lines = stream.getvalue().splitlines()
+    assert lines[1].endswith("| ETA: at most 18 s (relabelling confident items)"), lines[1]  # 19 - 10 steps
+    assert lines[2].endswith("| ETA about 18 s"), lines[2]  # 60 slots at 6 a step: 10 steps, capped at 9
+
+
 def test_progress_lines_name_the_compile_the_bound_the_eta_and_early_stops(problem):
     stream = io.StringIO()
     log = outputs.CompileLog()
