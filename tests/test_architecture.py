@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("simulator", ("sim",)),
     ("parts", ("em", "sampler", "learner", "workers", "stopping")),
     ("model pieces", ("dawid_skene", "calibration", "metrics", "gain")),
-    ("support", ("results", "checkpoint", "outputs", "distributed", "data", "compile_cache")),
+    ("support", ("results", "checkpoint", "outputs", "distributed", "data", "compile_cache", "quick_compile")),
     ("base", ("ops", "types", "errors")),
 )
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}

@@ -26,6 +26,7 @@ from jaxanno.crowd.batch import (
     assign,
     check_batch_options,
     check_fitted,
+    compile_next_batch,
     next_batch,
 )
 from jaxanno.crowd.checks import DAWID_SKENE_RANGES, Range, check_range
@@ -107,6 +108,7 @@ __all__ = [
     "host_key",
     "iteration_capacity",
     "learner_round",
+    "compile_next_batch",
     "next_batch",
     "normalise_rows",
     "output_frames",

@@ -13,7 +13,6 @@ and the risk threshold, are traced (`BatchLimits`), so a new value does not reco
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -21,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxanno import em, ops, sampler
+from jaxanno import em, ops, quick_compile, sampler
 from jaxanno.crowd import checks
 from jaxanno.crowd.estimators import DawidSkene, MajorityVote
 from jaxanno.crowd.fitting import host_key
-from jaxanno.crowd.table import bucket_pow2
+from jaxanno.crowd.table import Problem, bucket_pow2
 from jaxanno.types import AnnotationState, pytree_dataclass
 
 ASSIGNMENTS = ("random", "greedy")
@@ -121,7 +120,7 @@ def _open_items(annotations: AnnotationState, eligible: jax.Array, num_workers: 
     return eligible.sum() - done
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@quick_compile.program(static_argnums=0)
 def assign(
     static: BatchStatic,
     limits: BatchLimits,
@@ -237,14 +236,25 @@ def next_batch(
     """
     check_fitted(model)
     check_batch_options(n_hits, hit_size, assignment, max_per_worker, max_per_task, risk_threshold=risk_threshold)
+    threshold = model.risk_threshold if risk_threshold is None else risk_threshold
+    static, limits, item_ok, worker_ok = _program_inputs(
+        model.problem_, n_hits, hit_size, assignment, max_per_worker, max_per_task, threshold
+    )
     table = model.table_
-    n_pad = int(model.posterior_.shape[0])
-    w_pad = int(model.alpha_.shape[0])
+    batch = assign(
+        static, limits, table.annotations, model.posterior_, model.alpha_, item_ok, worker_ok, host_key(seed)
+    )
+    return _batch_frame(model, jax.device_get(batch))
+
+
+def _program_inputs(problem: Problem, n_hits, hit_size, assignment, max_per_worker, max_per_task, threshold):
+    """`assign`'s static settings, limits and masks for a fit on `problem` (options checked)."""
+    table = problem.table
+    n_pad, w_pad = table.annotations.worker.shape[0], table.annotations.worker_count.shape[0]
     n_hits, hit_size = min(int(n_hits), table.num_workers), min(int(hit_size), table.num_items)
     static = BatchStatic(
         max_hits=bucket_pow2(n_hits), max_hit_size=bucket_pow2(hit_size), greedy=assignment == "greedy"
     )
-    threshold = model.risk_threshold if risk_threshold is None else risk_threshold
     limits = BatchLimits(
         hits=np.int32(n_hits),
         hit_size=np.int32(hit_size),
@@ -252,13 +262,35 @@ def next_batch(
         max_per_task=np.int32(NO_CAP if max_per_task is None else max_per_task),
         risk_threshold=np.float32(threshold),
     )
-    item_ok = (np.arange(n_pad) < table.num_items) & (model.problem_.gold_codes < 0)
+    item_ok = (np.arange(n_pad) < table.num_items) & (problem.gold_codes < 0)
     worker_ok = np.arange(w_pad) < table.num_workers
-    limits, item_ok, worker_ok = jax.device_put((limits, item_ok, worker_ok))
-    batch = assign(
-        static, limits, table.annotations, model.posterior_, model.alpha_, item_ok, worker_ok, host_key(seed)
+    return (static, *jax.device_put((limits, item_ok, worker_ok)))
+
+
+def compile_next_batch(
+    problem: Problem,
+    n_hits: int = 5,
+    hit_size: int = 40,
+    assignment: str = "random",
+    max_per_worker: int | None = 2000,
+    max_per_task: int | None = None,
+    risk_threshold: float = 0.1,
+) -> None:
+    """Compile the program `next_batch` will run after a fit on `problem`, before the fit.
+
+    Same arguments as `next_batch` (the fit's padded shapes come from ``problem.table``), so
+    the later call finds the program compiled; the command line runs this in a background
+    thread while EM compiles (`quick_compile.in_background`).
+    """
+    check_batch_options(n_hits, hit_size, assignment, max_per_worker, max_per_task, risk_threshold=risk_threshold)
+    static, limits, item_ok, worker_ok = _program_inputs(
+        problem, n_hits, hit_size, assignment, max_per_worker, max_per_task, risk_threshold
     )
-    return _batch_frame(model, jax.device_get(batch))
+    annotations = problem.table.annotations
+    n_pad, w_pad, k = item_ok.shape[0], worker_ok.shape[0], len(problem.table.classes)
+    posterior = jax.ShapeDtypeStruct((n_pad, k), jnp.float32)
+    alpha = jax.ShapeDtypeStruct((w_pad, k, k), jnp.float32)
+    assign.lower(static, limits, annotations, posterior, alpha, item_ok, worker_ok, host_key(0)).compile()
 
 
 def check_fitted(model: Any) -> None:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxanno import dawid_skene, em, types, workers
+from jaxanno import dawid_skene, em, quick_compile, types, workers
 from jaxanno.crowd.table import LabelTable, Problem
 from jaxanno.types import AnnotationState, CrowdStats, LearnerOutput, Params, Static
 
@@ -73,7 +73,7 @@ def _report(static, params, annotations, prior_alpha, log_learner, gold, solutio
     return Fit(solution=solution, posterior=posterior, alpha=alpha, confusion=dawid_skene.confusion(alpha))
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames="final_e_step")
+@quick_compile.program(static_argnums=0, static_argnames="final_e_step")
 def solve(
     static: Static,
     params: Params,
