@@ -247,8 +247,17 @@ def next_batch(
     return _batch_frame(model, jax.device_get(batch))
 
 
-def _program_inputs(problem: Problem, n_hits, hit_size, assignment, max_per_worker, max_per_task, threshold):
-    """`assign`'s static settings, limits and masks for a fit on `problem` (options checked)."""
+def _program_inputs(
+    problem: Problem,
+    n_hits: int,
+    hit_size: int,
+    assignment: str,
+    max_per_worker: int | None,
+    max_per_task: int | None,
+    threshold: float,
+) -> tuple[BatchStatic, BatchLimits, jax.Array, jax.Array]:
+    """`assign`'s static settings, limits and (N,) item / (W,) worker masks for a fit on
+    `problem` (options already checked); the same for `next_batch` and `compile_next_batch`."""
     table = problem.table
     n_pad, w_pad = table.annotations.worker.shape[0], table.annotations.worker_count.shape[0]
     n_hits, hit_size = min(int(n_hits), table.num_workers), min(int(hit_size), table.num_items)
