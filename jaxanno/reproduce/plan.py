@@ -133,6 +133,10 @@ def fig10(mode: Mode) -> Figure:
         "validation changed: CV = learner.calibrate=cv_3 with the prototypes in training; No CV = "
         "learner.prototype_as_val=False (a random subset of the training rows validates); Clean = prototypes "
         "validate (the default).",
+        "On the stand-in, CV's 3-model ensemble, which sees all 10 prototypes of every class, starts far "
+        "above the single models (the start column): the cause of difference 1 (Differences investigated: "
+        "lean's lead). The paper gives no start values for Fig 10; on its BYOL features the same ensemble "
+        "gains nothing at zero labels (Fig 4: Lean 62.8 = Lean* 62.8).",
     )
     return Figure("10", "Fig 10: validation-set choice (Dog)", (panel,), notes)
 
