@@ -278,18 +278,19 @@ def _program_inputs(
 
 def compile_next_batch(
     problem: Problem,
-    n_hits: int = 5,
-    hit_size: int = 40,
-    assignment: str = "random",
-    max_per_worker: int | None = 2000,
-    max_per_task: int | None = None,
-    risk_threshold: float = 0.1,
+    n_hits: int,
+    hit_size: int,
+    assignment: str,
+    max_per_worker: int | None,
+    max_per_task: int | None,
+    risk_threshold: float,
 ) -> None:
     """Compile the program `next_batch` will run after a fit on `problem`, before the fit.
 
-    Same arguments as `next_batch` (the fit's padded shapes come from ``problem.table``), so
-    the later call finds the program compiled; the command line runs this in a background
-    thread while EM compiles (`quick_compile.in_background`).
+    Pass the options of that `next_batch` call (no defaults here, so the two cannot drift
+    apart; the fit's padded shapes come from ``problem.table``) and the later call finds the
+    program compiled; the command line runs this in a background thread while EM compiles
+    (`quick_compile.in_background`).
     """
     check_batch_options(n_hits, hit_size, assignment, max_per_worker, max_per_task, risk_threshold=risk_threshold)
     static, limits, item_ok, worker_ok = _program_inputs(
