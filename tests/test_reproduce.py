@@ -257,6 +257,23 @@ def test_quick_fallback_takes_a_figure_from_the_full_grid_only_when_all_its_runs
     )
 
 
+def test_quick_fallback_takes_the_full_grid_with_the_most_seeds_that_finished(tmp_path):
+    three, one = grid.Mode(quick=False, seeds=3), grid.Mode(quick=False, seeds=1)
+    for spec in plan.runs(plan.build(["8"], one)) + plan.runs(plan.build(["10"], three)):
+        _fake_finished(tmp_path, spec)
+    for spec in plan.runs(plan.build(["8"], three))[:-1]:  # Fig 8 with 3 seeds: one run short
+        _fake_finished(tmp_path, spec)
+    chosen = command.choose_grids(plan.build(["8", "10"], three), three, tmp_path)
+    assert [used for _, used in chosen] == [one, three]
+    assert plan.runs([chosen[0][0]]) == plan.runs(plan.build(["8"], one))
+    assert chosen[0][0].notes[0] == (
+        "Grid: full grid, 1 seed(s) per run: the full grid's runs with 3 seeds for this figure have not all finished."
+    )
+    assert command.grid_summary(chosen) == (
+        "full grid, 1 seed(s) per run for Fig 8; full grid, 3 seed(s) per run for Fig 10"
+    )
+
+
 def test_quick_fallback_without_report_only_is_a_usage_error(capsys):
     assert command.main(["--quick_fallback", "--figure=8"]) == 2
     assert "--quick_fallback goes with --report_only" in capsys.readouterr().err

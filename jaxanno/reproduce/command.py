@@ -47,8 +47,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool(
         "quick_fallback",
         False,
-        "With --report_only: report each figure from the full grid when all its runs "
-        "finished, else from the quick grid's runs (1 seed); each figure says which.",
+        "With --report_only: report each figure from the full grid with the most seeds "
+        "(at most --seeds) whose runs all finished, else from the quick grid's runs (1 seed); "
+        "each figure says which.",
         flag_values=fv,
     )
     flags.DEFINE_bool("quiet", False, "No per-chunk progress lines of each launch.", flag_values=fv)
@@ -91,17 +92,31 @@ def grid_name(mode: grid.Mode) -> str:
 def choose_grids(
     figures: Sequence[grid.Figure], mode: grid.Mode, out: pathlib.Path
 ) -> list[tuple[grid.Figure, grid.Mode]]:
-    """Per full-grid figure, (it, `mode`) when every run behind it finished under `out`, else
-    (its quick-grid version, `QUICK_FALLBACK`); each figure's first note names its grid."""
+    """Per full-grid figure, the grid with the most seeds whose runs all finished under `out`:
+    the full grid at `mode.seeds`, then at fewer seeds (down to 1), else its quick-grid
+    version (`QUICK_FALLBACK`). Each figure's first note names its grid and, for a fallback,
+    why: so a report can mix 3-seed figures with 1-seed ones that were cheaper to run."""
     chosen = []
     for fig in figures:
-        used, why = mode, ""
-        if not all(execute.finished(execute.workdir(out, s), s) for s in plan.runs([fig])):
-            fig, used = plan.FIGURES[fig.id](QUICK_FALLBACK), QUICK_FALLBACK
-            why = ": the full grid's runs for this figure have not all finished"
+        used, why = _most_seeds_finished(fig.id, mode.seeds, out), ""
+        if used is None:
+            used, why = QUICK_FALLBACK, ": the full grid's runs for this figure have not all finished"
+        elif used.seeds < mode.seeds:
+            why = f": the full grid's runs with {mode.seeds} seeds for this figure have not all finished"
         note = f"Grid: {grid_name(used)}{why}."
-        chosen.append((dataclasses.replace(fig, notes=(note, *fig.notes)), used))
+        built = plan.FIGURES[fig.id](used)
+        chosen.append((dataclasses.replace(built, notes=(note, *built.notes)), used))
     return chosen
+
+
+def _most_seeds_finished(figure_id: str, seeds: int, out: pathlib.Path) -> grid.Mode | None:
+    """The full-grid mode with the most seeds (at most `seeds`) whose runs of the figure all finished."""
+    for s in range(seeds, 0, -1):
+        full = grid.Mode(quick=False, seeds=s)
+        specs = plan.runs([plan.FIGURES[figure_id](full)])
+        if all(execute.finished(execute.workdir(out, spec), spec) for spec in specs):
+            return full
+    return None
 
 
 def grid_summary(chosen: Sequence[tuple[grid.Figure, grid.Mode]]) -> str:
