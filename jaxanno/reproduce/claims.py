@@ -87,7 +87,8 @@ def _per_subset() -> list[Claim]:
         rows += [
             C("6", p, "The BYOL learner reaches 60% with fewer labels than Online DS",
               order("x@60", "byol", "online_ds")),
-            C("risk", p, "C = 0.1 ends more accurate than C = 0.5", order("stop_acc", "risk_0.1", "risk_0.5")),
+            C("risk", p, "C = 0.1 ends more accurate than C = 0.5", order("stop_acc", "risk_0.1", "risk_0.5"),
+              WHY_4),
             C("risk", p, "C = 0.5 stops with fewer labels than C = 0.1", order("stop_x", "risk_0.5", "risk_0.1")),
             C("workers", p, "10 workers end more accurate than 1000", order("stop_acc", "workers_10", "workers_1000")),
             C("workers", p, "10 workers end more accurate than 50", order("stop_acc", "workers_10", "workers_50")),
