@@ -98,24 +98,26 @@ def choose_grids(
     why: so a report can mix 3-seed figures with 1-seed ones that were cheaper to run."""
     chosen = []
     for fig in figures:
-        used, why = _most_seeds_finished(fig.id, mode.seeds, out), ""
-        if used is None:
-            used, why = QUICK_FALLBACK, ": the full grid's runs for this figure have not all finished"
-        elif used.seeds < mode.seeds:
+        found, why = _most_seeds_finished(fig.id, mode.seeds, out), ""
+        if found is None:
+            found = plan.FIGURES[fig.id](QUICK_FALLBACK), QUICK_FALLBACK
+            why = ": the full grid's runs for this figure have not all finished"
+        elif found[1].seeds < mode.seeds:
             why = f": the full grid's runs with {mode.seeds} seeds for this figure have not all finished"
+        built, used = found
         note = f"Grid: {grid_name(used)}{why}."
-        built = plan.FIGURES[fig.id](used)
         chosen.append((dataclasses.replace(built, notes=(note, *built.notes)), used))
     return chosen
 
 
-def _most_seeds_finished(figure_id: str, seeds: int, out: pathlib.Path) -> grid.Mode | None:
-    """The full-grid mode with the most seeds (at most `seeds`) whose runs of the figure all finished."""
+def _most_seeds_finished(figure_id: str, seeds: int, out: pathlib.Path) -> tuple[grid.Figure, grid.Mode] | None:
+    """(the figure, its full-grid mode) with the most seeds (at most `seeds`) whose runs all
+    finished under `out`, or None."""
     for s in range(seeds, 0, -1):
         full = grid.Mode(quick=False, seeds=s)
-        specs = plan.runs([plan.FIGURES[figure_id](full)])
-        if all(execute.finished(execute.workdir(out, spec), spec) for spec in specs):
-            return full
+        fig = plan.FIGURES[figure_id](full)
+        if all(execute.finished(execute.workdir(out, spec), spec) for spec in plan.runs([fig])):
+            return fig, full
     return None
 
 
