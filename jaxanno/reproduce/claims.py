@@ -73,10 +73,13 @@ def _per_subset() -> list[Claim]:
     """The claims the paper makes on each subset of a figure."""
     rows = []
     for p in ("dog", "vertebrate", "insect_fungus", "commodity"):
+        # On Commodity the stand-in's methods converge by 1.25 labels/img (difference 4's full-grid check).
+        converged = p == "commodity"
         rows += [
             C("7", p, "Pseudo-labels end more accurate than no semi-supervision",
-              order("stop_acc", "pseudolabel", "no_semi"), WHY_2),
-            C("7", p, "Pseudo-labels end more accurate than MixMatch", order("stop_acc", "pseudolabel", "mixmatch")),
+              order("stop_acc", "pseudolabel", "no_semi"), WHY_4 if converged else WHY_2),
+            C("7", p, "Pseudo-labels end more accurate than MixMatch", order("stop_acc", "pseudolabel", "mixmatch"),
+              WHY_4 if converged else ""),
             C("12", p, "Task assignment ends at least as accurate as random",
               gap("stop_acc", "task_assignment", "random", 0.0)),
         ]  # fmt: skip
