@@ -98,13 +98,15 @@ def choose_grids(
     why: so a report can mix 3-seed figures with 1-seed ones that were cheaper to run."""
     chosen = []
     for fig in figures:
-        found, why = _most_seeds_finished(fig.id, mode.seeds, out), ""
+        found = _most_seeds_finished(fig.id, mode.seeds, out)
         if found is None:
-            found = plan.FIGURES[fig.id](QUICK_FALLBACK), QUICK_FALLBACK
+            built, used = plan.FIGURES[fig.id](QUICK_FALLBACK), QUICK_FALLBACK
             why = ": the full grid's runs for this figure have not all finished"
-        elif found[1].seeds < mode.seeds:
-            why = f": the full grid's runs with {mode.seeds} seeds for this figure have not all finished"
-        built, used = found
+        else:
+            built, used = found
+            why = ""
+            if used.seeds < mode.seeds:
+                why = f": the full grid's runs with {mode.seeds} seeds for this figure have not all finished"
         note = f"Grid: {grid_name(used)}{why}."
         chosen.append((dataclasses.replace(built, notes=(note, *built.notes)), used))
     return chosen
