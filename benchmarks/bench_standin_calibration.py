@@ -32,6 +32,13 @@ the second on an H200 with JAX_DEFAULT_MATMUL_PRECISION=highest, starting from t
 entries with the nuisance std rescaled (`initial_noise`).
 
   python benchmarks/bench_standin_calibration.py --quick            # a small Vertebrate set, seconds
+  python benchmarks/bench_standin_calibration.py --widths=128 --experiments=imagenet_split_0 \
+      --geometry=lookalike --curve=20,60,200 --name=standin_calibration_lookalike
+
+``--geometry=lookalike`` measures the 'lookalike' geometry (`standin.LOOKALIKE_CALIBRATION`)
+instead of the compact one; ``--curve`` adds the learner's top-1 when trained on the true
+labels of that many items per class (a fixed random subset), i.e. the learning curve
+between the two targets.
 
 Results go to a temporary folder, `--out`, or with `--save` to benchmarks/results/.
 """
@@ -161,22 +168,46 @@ def _keys(seeds: Sequence[int]) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _subset_scores(static, params, features, labels, keys, posterior, annotated):
+    """(S,) top-1 of fits trained on the items `annotated` (true labels in `posterior`)."""
+    fit = lambda key: _fit_scores(static, params, features, labels, key, posterior, annotated)[0]  # noqa: E731
+    return jax.vmap(fit)(keys)
+
+
+def _first_per_class(labels: np.ndarray, per_class: int, seed: int = 7) -> np.ndarray:
+    """(N,) mask of `per_class` items of each class, picked in a fixed random order."""
+    order = np.random.default_rng(seed).permutation(labels.size)
+    rank = np.empty(labels.size, np.int64)
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        rank[members] = np.arange(members.size)
+    return rank < per_class
+
+
 def measure(
-    prob: Problem, noise: tuple[float, float], data_seed: int, learner_seeds: Sequence[int]
+    prob: Problem,
+    noise: tuple[float, float],
+    data_seed: int,
+    learner_seeds: Sequence[int],
+    lookalike: standin.Lookalike | None = None,
+    curve: Sequence[int] = (),
 ) -> dict[str, list[float]]:
-    """Zero-label top-1 / top-5 and all-labels top-1 of each fit on one stand-in draw."""
+    """Zero-label top-1 / top-5 and all-labels top-1 of each fit on one stand-in draw, plus
+    'curve_<n>' top-1 trained on n true labels per class for each n of `curve`."""
     features, labels, _ = standin.generate(
-        prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim, data_seed, noise
+        prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim, data_seed, noise, lookalike=lookalike
     )
-    out = _scores(
-        prob.static,
-        prob.params,
-        jnp.asarray(features),
-        jnp.asarray(labels),
-        _keys(learner_seeds),
-        *_posteriors(prob, labels),
-    )
-    return _lists(out)
+    features, keys = jnp.asarray(features), _keys(learner_seeds)
+    uniform, truth = _posteriors(prob, labels)
+    out = _lists(_scores(prob.static, prob.params, features, jnp.asarray(labels), keys, uniform, truth))
+    n = prob.static.num_items
+    for per_class in curve:
+        mask = _first_per_class(labels[:n], per_class)
+        posterior = np.where(mask[:, None], truth, uniform)
+        top1 = _subset_scores(prob.static, prob.params, features, jnp.asarray(labels), keys, posterior, mask)
+        out[f"curve_{per_class}"] = np.asarray(top1, np.float64).tolist()
+    return out
 
 
 def scorer(prob: Problem, data_seed: int, learner_seeds: Sequence[int]):
@@ -275,20 +306,25 @@ def table(
     data_seeds: Sequence[int],
     learner_seeds: Sequence[int],
     overrides: Mapping[str, Any] | None = None,
+    geometry: str = "compact",
+    curve: Sequence[int] = (),
 ) -> list[dict[str, object]]:
     rows = []
     for width in widths:
         for experiment in experiments:
             prob, target = problem(experiment, width, overrides), TARGETS[experiment]
-            noise = standin.noise_levels(experiment, width)
+            lookalike = standin.lookalike_settings(experiment, width) if geometry == "lookalike" else None
+            noise = standin.noise_levels(experiment, width) if lookalike is None else tuple(lookalike[:2])
             t0 = time.perf_counter()
-            runs = [measure(prob, noise, seed, learner_seeds) for seed in data_seeds]
+            runs = [measure(prob, noise, seed, learner_seeds, lookalike, curve) for seed in data_seeds]
             cols = {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
             row = {
                 "experiment": experiment,
                 "width": width,
                 "signal_std": noise[0],
                 "nuisance_std": noise[1],
+                "geometry": geometry,
+                "lookalike": None if lookalike is None else lookalike._asdict(),
                 "calibrated": (experiment, width) in standin.CALIBRATION,
                 "target_zero_top1": target.zero,
                 "target_full_top1": target.full,
@@ -312,12 +348,26 @@ _MD_HEADER = (
 )
 
 
+def _header(with_curve: bool) -> str:
+    """The table header, with a last 'learning curve' column for `--curve`."""
+    if not with_curve:
+        return _MD_HEADER
+    head, rule = _MD_HEADER.split("\n")
+    return f"{head} learning curve |\n{rule}---|"
+
+
 def _md_row(r: dict[str, object]) -> str:
     pct = lambda key: f"{100 * r[key]:.1f}"  # noqa: E731
+    curve = "".join(
+        f" {key[6:]}/class {pct(key)} ±{pct(key + '_std')};"
+        for key in r
+        if key.startswith("curve_") and "_std" not in key
+    )
     return (
         f"| {r['experiment']} | {r['width']} | {r['signal_std']} | {r['nuisance_std']} | {pct('target_zero_top1')} "
         f"| {pct('zero_top1')} ± {pct('zero_top1_std')} ({pct('zero_top5')}) | {pct('target_full_top1')} "
         f"| {pct('full_top1')} ± {pct('full_top1_std')} | {'yes' if r['within_tolerance'] else 'NO'} |"
+        + (f"{curve.strip()} |" if curve else "")
     )
 
 
@@ -335,11 +385,18 @@ def write(rows: list[dict[str, object]], args: argparse.Namespace, name: str, fo
         f"Learner top-1 over all items, in %: mean ± std over {len(args.data_seeds)} stand-in draws x "
         f"{len(args.learner_seeds)} fits. '0 labels' is the step-0 fit on 5 prototypes per class; "
         "'all labels' trains on every item's true label. Produced by "
-        f"`python benchmarks/bench_standin_calibration.py{' --quick' if args.quick else ''}`.",
+        f"`python benchmarks/bench_standin_calibration.py{' --quick' if args.quick else ''}"
+        f"{' --geometry=' + args.geometry if args.geometry != 'compact' else ''}"
+        f"{' --curve=' + ','.join(map(str, args.curve)) if args.curve else ''}`"
+        + (
+            "; the last column is the learner's top-1 trained on the true labels of n items per class."
+            if args.curve
+            else "."
+        ),
         "",
         f"Environment: {common.env_line(env)}; {meta['date']}.",
         "",
-        _MD_HEADER,
+        _header(bool(args.curve)),
         *(_md_row(r) for r in rows),
         "",
         "Targets:",
@@ -368,6 +425,8 @@ def main() -> None:
     ap.add_argument("--spread", type=float, default=3.0, help="search bracket: start / spread .. start * spread")
     ap.add_argument("--quick", action="store_true", help="imagenet_split_1 at width 32, 40 items per class, 20 epochs")
     ap.add_argument("--name", default="standin_calibration", help="result file name")
+    ap.add_argument("--geometry", default="compact", choices=standin.GEOMETRIES, help="stand-in geometry to measure")
+    ap.add_argument("--curve", type=_ints, default=[], help="items per class of extra true-label fits")
     common.add_output_args(ap)
     args = ap.parse_args()
     experiments = [e for e in args.experiments.split(",") if e]
@@ -376,6 +435,8 @@ def main() -> None:
     if args.quick:
         experiments, widths, overrides = ["imagenet_split_1"], [32], QUICK
         args.data_seeds, args.learner_seeds = [0], [0]
+    if args.search and args.geometry != "compact":
+        ap.error("--search calibrates the compact geometry only; --geometry=lookalike measures its table")
     out = common.output_dir(args)
     if args.search:
         found = {}
@@ -391,7 +452,7 @@ def main() -> None:
                 payload = {"environment": common.environment(), "found": found}
                 common.write_results(out, f"{args.name}_search", payload, "\n".join(lines))
         return
-    rows = table(experiments, widths, args.data_seeds, args.learner_seeds, overrides)
+    rows = table(experiments, widths, args.data_seeds, args.learner_seeds, overrides, args.geometry, args.curve)
     write(rows, args, args.name, out)
 
 

@@ -72,6 +72,7 @@ SCHEMA: dict[str, Field] = {
     "data.feature_dim": Field(128),  # stand-in feature width
     "data.seed": Field(0),  # item / prototype selection and stand-in generation
     "data.cache_dir": Field(""),  # stand-in cache ('' = ~/.cache/jaxanno)
+    "data.standin_geometry": Field("compact", choices=data_lib.STANDIN_GEOMETRIES),  # see jaxanno.data.standin
     "worker.type": _static("Static", "worker_type", types.WORKER_TYPES, preset=True),
     "worker.n": Field(50, "Static.num_workers"),
     "worker.out_of_group_noise": _param("out_of_group_noise"),

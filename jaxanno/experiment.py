@@ -84,6 +84,7 @@ def data_spec(cfg: config_dict.ConfigDict) -> data_lib.DataSpec:
         image_list=d.image_list,
         labels=d.labels,
         cache_dir=d.cache_dir,
+        standin_geometry=d.standin_geometry,
     )
 
 

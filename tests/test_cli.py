@@ -61,6 +61,11 @@ BAD_RUN_INPUTS = [
     (["--workdir="], "error: --workdir: empty; give an output folder"),
     (["--config.data.source=standin", "--config.data.features=x.npz"], "error: setting data.source='standin'"),
     (["--config.data.labels=l.txt"], "error: setting data.labels='l.txt': found no data.features"),
+    (["--config.data.standin_geometry=bent"], "error: setting data.standin_geometry='bent': expected one of"),
+    (
+        ["--config.data.standin_geometry=lookalike"],
+        "error: data: data.standin_geometry='lookalike': no calibration for experiment 'imagenet_split_1'",
+    ),
 ]
 
 

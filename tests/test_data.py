@@ -414,6 +414,66 @@ def test_standin_calibration_covers_every_experiment_at_both_default_widths():
     assert standin.noise_levels("custom", 77) == standin.DEFAULT_NOISE
 
 
+def test_lookalike_geometry_with_no_lookalikes_is_the_compact_set():
+    """The look-alikes come from a stream of their own: the compact rows are unchanged."""
+    args = (CLASSES, np.array([30, 20, 25]), 4, 16, 3, (0.3, 0.2))
+    compact, labels, _ = standin.generate(*args)
+    none, labels_none, _ = standin.generate(*args, lookalike=standin.Lookalike(0.3, 0.2, 0.0, 0.9, 6.0))
+    np.testing.assert_array_equal(compact, none)
+    np.testing.assert_array_equal(labels, labels_none)
+
+
+def test_lookalike_rows_sit_between_their_class_and_the_class_they_resemble():
+    """Noise-free rows against the hand-computed means: (1 - pull) mu_c + pull mu_j, plus offset * dir[c, j]."""
+    wnids = amt.experiment_wnids("imagenet_animal")[15:25]  # dogs and vertebrates
+    settings = standin.Lookalike(0.0, 0.0, 0.4, 0.75, 2.0)
+    per_class = np.full(10, 300)
+    feats, labels, _ = standin.generate(wnids, per_class, 0, 32, 5, (0.0, 0.0), lookalike=settings)
+    d = standin.draw(wnids, per_class, 0, 32, 5, settings)
+    other = d.lookalike.resembles
+    look = other >= 0
+    assert abs(look.mean() - 0.4) < 0.03 and (other[look] != labels[look]).all()
+    means = d.means.astype(np.float64)
+    expected = means[labels]
+    expected[look] = 0.25 * means[labels[look]] + 0.75 * means[other[look]]
+    expected = expected @ d.basis
+    expected[look] += 2.0 * d.lookalike.directions[labels[look], other[look]]
+    np.testing.assert_allclose(feats, expected, atol=1e-5)
+    group = amt.class_groups(wnids)
+    assert (group[other[look]] == group[labels[look]]).mean() > 0.6  # similar classes are resembled most
+
+
+def test_lookalike_geometry_loads_calibrated_sets_only(tmp_path):
+    dog = dict(
+        experiment="imagenet_split_0",
+        wnids=tuple(amt.experiment_wnids("imagenet_split_0")),
+        n_data_per_class=20,
+        n_prototype_per_class=2,
+        cache_dir=str(tmp_path),
+    )
+    compact = data_lib.load_features(data_lib.DataSpec(**dog))
+    look = data_lib.load_features(data_lib.DataSpec(**dog, standin_geometry="lookalike"))
+    assert "lookalike geometry" in look.description and "lookalike" not in compact.description
+    assert not np.allclose(compact.features, look.features)
+    assert len(list(tmp_path.glob("*.features.npy"))) == 2  # cached apart
+    settings = standin.LOOKALIKE_CALIBRATION[("imagenet_split_0", 128)]
+    regenerated, _, _ = standin.generate(
+        list(dog["wnids"]), np.full(19, 20), 2, 128, 0, tuple(settings[:2]), lookalike=settings
+    )
+    np.testing.assert_array_equal(look.features, regenerated)
+    with pytest.raises(
+        ValueError, match=r"standin_geometry='lookalike': no calibration for experiment 'imagenet_split_1'"
+    ):
+        spec = dict(dog, experiment="imagenet_split_1", wnids=tuple(amt.experiment_wnids("imagenet_split_1")))
+        data_lib.load_features(data_lib.DataSpec(**spec, standin_geometry="lookalike"))
+    with pytest.raises(ValueError, match=r"standin_geometry='lookalike': no calibration .* width data.feature_dim=64"):
+        data_lib.load_features(data_lib.DataSpec(**dog, feature_dim=64, standin_geometry="lookalike"))
+    with pytest.raises(ValueError, match=r"data.standin_geometry='bent': expected one of \['compact', 'lookalike'\]"):
+        data_lib.load_features(data_lib.DataSpec(**dog, standin_geometry="bent"))
+    with pytest.raises(ValueError, match=r"applies to stand-in features only"):
+        data_lib.load_features(data_lib.DataSpec(source="npz", features="x.npz", standin_geometry="lookalike"))
+
+
 def test_make_dataset_rejects_with_other_without_an_other_class(reference):
     feat_path, list_path, _, _ = reference
     fs = data_lib.load_features(_spec(features=feat_path, image_list=list_path))

@@ -21,6 +21,7 @@ DataError = inputs.DataError  # a ValueError naming the data setting or file, wh
 OTHER_CLASS = "other"  # name of the extra class of distraction items
 REAL_WORKER_TYPES = ("structured_noise", "uniform_noise", "item_difficulty")
 SOURCES = ("standin", "reference", "npz", "npy")  # where `load_features` reads from
+STANDIN_GEOMETRIES = standin.GEOMETRIES  # 'compact' (default) or 'lookalike' (see `standin`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,7 @@ class DataSpec:
     image_list: str = ""
     labels: str = ""
     cache_dir: str = ""
+    standin_geometry: str = "compact"  # one of STANDIN_GEOMETRIES; stand-in source only
 
 
 @dataclasses.dataclass
@@ -84,6 +86,13 @@ def check_spec(spec: DataSpec) -> DataSpec:
             "stand-in features)"
         )
     _integer(spec.feature_dim, "data.feature_dim", 1)
+    if spec.standin_geometry not in STANDIN_GEOMETRIES:
+        raise DataError(f"data.standin_geometry={spec.standin_geometry!r}: expected one of {list(STANDIN_GEOMETRIES)}")
+    if spec.source != "standin" and spec.standin_geometry != "compact":
+        raise DataError(
+            f"data.standin_geometry={spec.standin_geometry!r}: applies to stand-in features only, but the features "
+            f"come from data.features ({spec.source}); drop data.standin_geometry or data.features"
+        )
     _integer(spec.n_prototype_per_class, "n_prototype_per_class", 0)
     _integer(spec.n_data_distraction_per_class, "n_data_distraction_per_class", 0)
     if spec.n_data_per_class is not None and (
@@ -132,8 +141,10 @@ def _standin(spec: DataSpec) -> FeatureSet:
         spec.feature_dim,
         spec.seed,
         spec.cache_dir,
+        spec.standin_geometry,
     )
     names = amt.class_names()
+    geometry = "" if spec.standin_geometry == "compact" else f", {spec.standin_geometry} geometry"
     return FeatureSet(
         features=features,
         labels=labels,
@@ -142,6 +153,7 @@ def _standin(spec: DataSpec) -> FeatureSet:
         wnids=wnids,
         description=(
             f"stand-in features (not ImageNet) for {spec.experiment or 'custom classes'}, width {spec.feature_dim}"
+            f"{geometry}"
         ),
     )
 
