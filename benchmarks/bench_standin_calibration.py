@@ -358,16 +358,16 @@ def _header(with_curve: bool) -> str:
 
 def _md_row(r: dict[str, object]) -> str:
     pct = lambda key: f"{100 * r[key]:.1f}"  # noqa: E731
-    curve = "".join(
-        f" {key[6:]}/class {pct(key)} ±{pct(key + '_std')};"
+    curve = ", ".join(
+        f"{key[6:]}/class {pct(key)} ± {pct(key + '_std')}"
         for key in r
-        if key.startswith("curve_") and "_std" not in key
+        if key.startswith("curve_") and not key.endswith("_std")
     )
     return (
         f"| {r['experiment']} | {r['width']} | {r['signal_std']} | {r['nuisance_std']} | {pct('target_zero_top1')} "
         f"| {pct('zero_top1')} ± {pct('zero_top1_std')} ({pct('zero_top5')}) | {pct('target_full_top1')} "
         f"| {pct('full_top1')} ± {pct('full_top1_std')} | {'yes' if r['within_tolerance'] else 'NO'} |"
-        + (f"{curve.strip()} |" if curve else "")
+        + (f" {curve} |" if curve else "")
     )
 
 
@@ -386,6 +386,8 @@ def write(rows: list[dict[str, object]], args: argparse.Namespace, name: str, fo
         f"{len(args.learner_seeds)} fits. '0 labels' is the step-0 fit on 5 prototypes per class; "
         "'all labels' trains on every item's true label. Produced by "
         f"`python benchmarks/bench_standin_calibration.py{' --quick' if args.quick else ''}"
+        f"{' --experiments=' + args.experiments if args.experiments != ','.join(EXPERIMENTS) else ''}"
+        f"{' --widths=' + args.widths if args.widths != ','.join(map(str, WIDTHS)) else ''}"
         f"{' --geometry=' + args.geometry if args.geometry != 'compact' else ''}"
         f"{' --curve=' + ','.join(map(str, args.curve)) if args.curve else ''}`"
         + (
