@@ -107,12 +107,15 @@ def data_line(problem: experiment.Problem) -> str:
     )
     if cfg.data.source == "standin":
         exp, width = cfg.experiment or None, cfg.data.feature_dim
+        lookalike = cfg.data.standin_geometry == "lookalike"
+        table = standin.LOOKALIKE_CALIBRATION if lookalike else standin.CALIBRATION
         calibrated = (
             f"calibrated to the paper's learner on {exp}"
-            if (exp, width) in standin.CALIBRATION and not _custom_classes(cfg)
+            if (exp, width) in table and not _custom_classes(cfg)
             else "uncalibrated at this width / class list"
         )
-        return f"data: stand-in features (synthetic, not ImageNet; {calibrated}): {sizes}"
+        geometry = ", look-alike geometry" if lookalike else ""
+        return f"data: stand-in features (synthetic, not ImageNet; {calibrated}{geometry}): {sizes}"
     files = cfg.data.features + (f" with {cfg.data.image_list}" if cfg.data.source == "reference" else "")
     files += f" and {cfg.data.labels}" if cfg.data.source == "npy" else ""
     return f"data: {files} ({cfg.data.source}: {sizes})"

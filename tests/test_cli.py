@@ -182,6 +182,18 @@ def test_data_source_contradictions_are_config_errors(fields, message, data_file
         experiment.data_source(_cfg(**fields))
 
 
+def test_dry_run_names_the_lookalike_geometry_and_its_calibration(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dog = " ".join(amt.experiment_wnids("imagenet_split_0"))
+    args = ("--dry_run", "--experiment=imagenet_split_0", f"--config.wnids={dog}", "--config.data.feature_dim=128")
+    code, _, lines = _run(capsys, *args, "--config.data.standin_geometry=lookalike", "--config.n_data_per_class=5")
+    assert code == 0
+    assert lines[0].startswith(
+        "data: stand-in features (synthetic, not ImageNet; calibrated to the paper's learner on imagenet_split_0, "
+        "look-alike geometry): 95 items"
+    )
+
+
 def test_dry_run_prints_data_workdir_config_and_sizes_without_compiling(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with outputs.count_compiles() as compiles:
