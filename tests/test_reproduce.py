@@ -190,6 +190,21 @@ def test_verdict_lines_say_holds_or_differs_with_both_sides():
     assert status == "not measured"
 
 
+def test_a_curve_checked_against_another_paper_curve_uses_and_names_that_curve():
+    dog = next(p for p in plan.build(["7"], grid.Mode())[0].panels if p.id == "dog")
+    looks = {c.id: c for c in dog.curves if c.paper_id}
+    assert {c.paper_id for c in looks.values()} == {"no_semi", "pseudolabel"}
+    assert all(not paper.curve("7", "dog", cid) and paper.curve("7", "dog", c.paper_id) for cid, c in looks.items())
+    measured = {
+        cid: compare.Measured(looks[cid], {"acc@0.1": np.asarray([acc])}, [()], 0)
+        for cid, acc in (("no_semi_lookalike", 56.0), ("pseudolabel_lookalike", 40.0))
+    }
+    lines = [line for status, line in write.panel_verdicts(dog, measured) if "look-alike stand-in: no semi" in line]
+    early = next(line for line in lines if "(acc@0.1)" in line)
+    assert "jaxanno acc@0.1 No semi (look-alike stand-in) 56 > Pseudolabel (look-alike stand-in) 40" in early
+    assert "paper acc@0.1 No semi 54.5 > Pseudolabel 46" in early  # the paper's own curves, by their names
+
+
 def test_differences_section_verbatim_or_missing(tmp_path):
     missing = write.differences_section(tmp_path / "none.md")
     assert missing[0] == "## Differences investigated" and "is missing" in missing[2]

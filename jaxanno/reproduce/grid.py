@@ -124,6 +124,7 @@ class CurveSpec:
     run: RunSpec
     lane: tuple[tuple[str, float], ...] = ()  # (swept setting, value) selecting a grid point
     in_paper: bool = True  # False: a jaxanno method drawn beside the paper's, with no paper numbers
+    paper_id: str = ""  # claims check this curve against the paper's curve of that id ('': its own id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,8 +185,10 @@ def _whole_chunks(budget: int, per_step: int) -> int:
     return -(-steps // QUICK_CHUNK) * QUICK_CHUNK
 
 
-def curve(curve_id: str, label: str, run: RunSpec, in_paper: bool = True, **lane: float) -> CurveSpec:
-    return CurveSpec(curve_id, label, run, tuple(sorted(lane.items())), in_paper)
+def curve(
+    curve_id: str, label: str, run: RunSpec, in_paper: bool = True, paper_id: str = "", **lane: float
+) -> CurveSpec:
+    return CurveSpec(curve_id, label, run, tuple(sorted(lane.items())), in_paper, paper_id)
 
 
 def labels_per_step(n: int) -> dict[str, int]:

@@ -115,15 +115,19 @@ def budgets_table(panel: Panel, measured: Mapping[str, compare.Measured]) -> lis
 def panel_verdicts(panel: Panel, measured: Mapping[str, compare.Measured]) -> list[tuple[str, str]]:
     """(status, line) of every claim on this panel."""
     names = {s.id: s.label for s in panel.curves}
+    paper_ids = {s.id: s.paper_id or s.id for s in panel.curves}
 
     def ours(cid: str, metric: str) -> float:
         return measured[cid].scalar(metric) if cid in measured else math.nan
 
     def theirs(cid: str, metric: str) -> float:
-        v = paper.value(paper.curve(panel.figure, panel.id, cid), metric)
+        v = paper.value(paper.curve(panel.figure, panel.id, paper_ids.get(cid, cid)), metric)
         return math.nan if v is None else v
 
-    return [claims_lib.verdict(c, ours, theirs, names) for c in claims_lib.for_panel(panel.figure, panel.id)]
+    paper_names = {cid: names.get(pid, pid) for cid, pid in paper_ids.items()}
+    return [
+        claims_lib.verdict(c, ours, theirs, names, paper_names) for c in claims_lib.for_panel(panel.figure, panel.id)
+    ]
 
 
 def figure_section(fig: Figure, measured: Mapping, fig_dir: pathlib.Path, report_dir: pathlib.Path):
