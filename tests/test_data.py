@@ -462,9 +462,9 @@ def test_lookalike_geometry_loads_calibrated_sets_only(tmp_path):
     )
     np.testing.assert_array_equal(look.features, regenerated)
     with pytest.raises(
-        ValueError, match=r"standin_geometry='lookalike': no calibration for experiment 'imagenet_split_1'"
+        ValueError, match=r"standin_geometry='lookalike': no calibration for experiment 'imagenet_split_2'"
     ):
-        spec = dict(dog, experiment="imagenet_split_1", wnids=tuple(amt.experiment_wnids("imagenet_split_1")))
+        spec = dict(dog, experiment="imagenet_split_2", wnids=tuple(amt.experiment_wnids("imagenet_split_2")))
         data_lib.load_features(data_lib.DataSpec(**spec, standin_geometry="lookalike"))
     with pytest.raises(ValueError, match=r"standin_geometry='lookalike': no calibration .* width data.feature_dim=64"):
         data_lib.load_features(data_lib.DataSpec(**dog, feature_dim=64, standin_geometry="lookalike"))
