@@ -34,7 +34,7 @@ random). Its calibrations (`LOOKALIKE_CALIBRATION`) meet the zero-label and all-
 targets plus one point of the paper's learning curve; experiments without one are refused
 rather than run uncalibrated.
 Generation costs O(M D K) (a few seconds for ImageNet100 at width 2048), is deterministic
-in (classes, counts, width, seed, noise) and is cached on disk after first use: written
+in (classes, counts, width, seed, noise, geometry) and is cached on disk after first use: written
 block by block with plain file I/O to a temp file that atomically replaces the cache file
 (never through a memory map, so a full disk is a clear error, not a SIGBUS), recorded with
 its size and digest, validated on every load and regenerated when bad (`load`).
@@ -131,7 +131,7 @@ GEOMETRIES = ("compact", "lookalike")
 # (--geometry=lookalike --curve=20,60,200; results/standin_calibration_lookalike.md), then
 # Dog and Vertebrate runs to 0.26 labels/img. The measurements, and why ImageNet100 has no
 # entry (at width 128 its ~1,000 class pairs' offsets are not learnable by the D-64-K
-# learner: all-labels top-1 stays at 82-84%), are in docs/reproduction_differences.md
+# learner: all-labels top-1 stays at 78.6-83.6%), are in docs/reproduction_differences.md
 # ("Stand-in recalibration: the look-alike geometry").
 LOOKALIKE_CALIBRATION: dict[tuple[str, int], Lookalike] = {
     ("imagenet_split_0", 128): Lookalike(0.36, 0.34, 0.15, 0.9, 10.0),
