@@ -112,7 +112,7 @@ def fig7(mode: Mode) -> Figure:
         "MixMatch: the paper's modified MixMatch is described only in its appendix; jaxanno's "
         "efficient_annotation_mixmatch (feature-space MixMatch, the release's hyper-parameters) is used.",
         "Dog also runs pseudo-labels and no semi-supervision on the look-alike stand-in "
-        "(data.standin_geometry=lookalike), the recalibration for Dog's learning curve; its claim is checked "
+        "(data.standin_geometry=lookalike), the recalibration for Dog's learning curve; its claims are checked "
         "against the paper's curves of the same methods.",
     )
     return Figure("7", "Fig 7: semi-supervised learning", tuple(panels), notes)
