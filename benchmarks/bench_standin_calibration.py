@@ -35,7 +35,7 @@ entries with the nuisance std rescaled (`initial_noise`).
   python benchmarks/bench_standin_calibration.py --widths=128 --experiments=imagenet_split_0 \
       --geometry=lookalike --curve=20,60,200 --name=standin_calibration_lookalike
 
-``--geometry=lookalike`` measures the 'lookalike' geometry (`standin.LOOKALIKE_CALIBRATION`)
+``--geometry=lookalike`` measures the 'lookalike' geometry (`jaxanno.data.lookalike.CALIBRATION`)
 instead of the compact one; ``--curve`` adds the learner's top-1 when trained on the true
 labels of that many items per class (a fixed random subset), i.e. the learning curve
 between the two targets.
@@ -58,6 +58,7 @@ import numpy as np
 
 import common
 from jaxanno import learner, metrics
+from jaxanno.data import lookalike as lookalike_lib
 from jaxanno.data import standin
 
 EXPERIMENTS = tuple(f"imagenet_split_{i}" for i in range(6)) + ("imagenet_animal", "imagenet_100_classes")
@@ -190,13 +191,13 @@ def measure(
     noise: tuple[float, float],
     data_seed: int,
     learner_seeds: Sequence[int],
-    lookalike: standin.Lookalike | None = None,
+    lookalike: lookalike_lib.Settings | None = None,
     curve: Sequence[int] = (),
 ) -> dict[str, list[float]]:
     """Zero-label top-1 / top-5 and all-labels top-1 of each fit on one stand-in draw, plus
     'curve_<n>' top-1 trained on n true labels per class for each n of `curve`."""
     features, labels, _ = standin.generate(
-        prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim, data_seed, noise, lookalike=lookalike
+        prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim, data_seed, noise, lookalikes=lookalike
     )
     features, keys = jnp.asarray(features), _keys(learner_seeds)
     uniform, truth = _posteriors(prob, labels)
@@ -313,7 +314,7 @@ def table(
     for width in widths:
         for experiment in experiments:
             prob, target = problem(experiment, width, overrides), TARGETS[experiment]
-            lookalike = standin.lookalike_settings(experiment, width) if geometry == "lookalike" else None
+            lookalike = lookalike_lib.settings(experiment, width) if geometry == "lookalike" else None
             noise = standin.noise_levels(experiment, width) if lookalike is None else tuple(lookalike[:2])
             t0 = time.perf_counter()
             runs = [measure(prob, noise, seed, learner_seeds, lookalike, curve) for seed in data_seeds]

@@ -20,6 +20,7 @@ from ml_collections import config_dict
 
 from jaxanno import config, experiment, types
 from jaxanno.data import amt, standin
+from jaxanno.data import lookalike as lookalike_geometry
 
 _SHOWN_CHARS = 60  # longer values (class lists) are cut in listings
 
@@ -108,7 +109,7 @@ def data_line(problem: experiment.Problem) -> str:
     if cfg.data.source == "standin":
         exp, width = cfg.experiment or None, cfg.data.feature_dim
         lookalike = cfg.data.standin_geometry == "lookalike"
-        table = standin.LOOKALIKE_CALIBRATION if lookalike else standin.CALIBRATION
+        table = lookalike_geometry.CALIBRATION if lookalike else standin.CALIBRATION
         calibrated = (
             f"calibrated to the paper's learner on {exp}"
             if (exp, width) in table and not _custom_classes(cfg)

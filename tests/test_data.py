@@ -13,7 +13,7 @@ from configs import test as test_config
 from jaxanno import config as config_lib
 from jaxanno import data as data_lib
 from jaxanno import experiment, results
-from jaxanno.data import amt, files, standin
+from jaxanno.data import amt, files, lookalike, standin
 
 CLASSES = ["n02138441", "n02326432", "n01558993"]  # meerkat, hare, robin (split 1)
 OTHERS = ["n02009229", "n09999999"]  # another split-1 class and a wnid outside the 100
@@ -418,7 +418,7 @@ def test_lookalike_geometry_with_no_lookalikes_is_the_compact_set():
     """The look-alikes come from a stream of their own: the compact rows are unchanged."""
     args = (CLASSES, np.array([30, 20, 25]), 4, 16, 3, (0.3, 0.2))
     compact, labels, _ = standin.generate(*args)
-    none, labels_none, _ = standin.generate(*args, lookalike=standin.Lookalike(0.3, 0.2, 0.0, 0.9, 6.0))
+    none, labels_none, _ = standin.generate(*args, lookalikes=lookalike.Settings(0.3, 0.2, 0.0, 0.9, 6.0))
     np.testing.assert_array_equal(compact, none)
     np.testing.assert_array_equal(labels, labels_none)
 
@@ -426,18 +426,18 @@ def test_lookalike_geometry_with_no_lookalikes_is_the_compact_set():
 def test_lookalike_rows_sit_between_their_class_and_the_class_they_resemble():
     """Noise-free rows against the hand-computed means: (1 - pull) mu_c + pull mu_j, plus offset * dir[c, j]."""
     wnids = amt.experiment_wnids("imagenet_animal")[15:25]  # dogs and vertebrates
-    settings = standin.Lookalike(0.0, 0.0, 0.4, 0.75, 2.0)
+    settings = lookalike.Settings(0.0, 0.0, 0.4, 0.75, 2.0)
     per_class = np.full(10, 300)
-    feats, labels, _ = standin.generate(wnids, per_class, 0, 32, 5, (0.0, 0.0), lookalike=settings)
+    feats, labels, _ = standin.generate(wnids, per_class, 0, 32, 5, (0.0, 0.0), lookalikes=settings)
     d = standin.draw(wnids, per_class, 0, 32, 5, settings)
-    other = d.lookalike.resembles
+    other = d.lookalikes.resembles
     look = other >= 0
     assert abs(look.mean() - 0.4) < 0.03 and (other[look] != labels[look]).all()
     means = d.means.astype(np.float64)
     expected = means[labels]
     expected[look] = 0.25 * means[labels[look]] + 0.75 * means[other[look]]
     expected = expected @ d.basis
-    expected[look] += 2.0 * d.lookalike.directions[labels[look], other[look]]
+    expected[look] += 2.0 * d.lookalikes.directions[labels[look], other[look]]
     np.testing.assert_allclose(feats, expected, atol=1e-5)
     group = amt.class_groups(wnids)
     assert (group[other[look]] == group[labels[look]]).mean() > 0.6  # similar classes are resembled most
@@ -456,9 +456,9 @@ def test_lookalike_geometry_loads_calibrated_sets_only(tmp_path):
     assert "lookalike geometry" in look.description and "lookalike" not in compact.description
     assert not np.allclose(compact.features, look.features)
     assert len(list(tmp_path.glob("*.features.npy"))) == 2  # cached apart
-    settings = standin.LOOKALIKE_CALIBRATION[("imagenet_split_0", 128)]
+    settings = lookalike.CALIBRATION[("imagenet_split_0", 128)]
     regenerated, _, _ = standin.generate(
-        list(dog["wnids"]), np.full(19, 20), 2, 128, 0, tuple(settings[:2]), lookalike=settings
+        list(dog["wnids"]), np.full(19, 20), 2, 128, 0, tuple(settings[:2]), lookalikes=settings
     )
     np.testing.assert_array_equal(look.features, regenerated)
     with pytest.raises(

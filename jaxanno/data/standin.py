@@ -24,15 +24,11 @@ the paper's learner scores on BYOL features (benchmarks/bench_standin_calibratio
 measures it). Other widths and custom class lists use `DEFAULT_NOISE`, uncalibrated.
 
 That default geometry ('compact') learns from a few noisy labels far faster than BYOL
-features do. The 'lookalike' geometry (`GEOMETRIES`, chosen with ``data.standin_geometry``)
-adds a third calibrated knob: a fraction of each class's items are look-alikes of a
-similar class j, drawn around ``(1 - pull) mu_c + pull mu_j`` plus a (c, j)-specific
-offset of norm ``offset`` that only enough labels teach the learner to separate. Few-shot
-and noisy-label learning then stall on them while the all-labels accuracy stays
-reachable; prototypes are drawn from the same distribution (the reference samples them at
-random). Its calibrations (`LOOKALIKE_CALIBRATION`) meet the zero-label and all-labels
-targets plus one point of the paper's learning curve; experiments without one are refused
-rather than run uncalibrated.
+features do. The 'lookalike' geometry (`GEOMETRIES`, chosen with ``data.standin_geometry``;
+see `jaxanno.data.lookalike`) adds a third calibrated knob: a share of each class's items
+look like a similar class. Its calibrations meet the zero-label and all-labels targets
+plus one point of the paper's learning curve; experiments without one are refused rather
+than run uncalibrated.
 Generation costs O(M D K) (a few seconds for ImageNet100 at width 2048), is deterministic
 in (classes, counts, width, seed, noise, geometry) and is cached on disk after first use: written
 block by block with plain file I/O to a temp file that atomically replaces the cache file
@@ -60,7 +56,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from jaxanno.data import amt, inputs
+from jaxanno.data import amt, inputs, lookalike
 from jaxanno.data.inputs import DataError
 
 GROUP_AFFINITY = 1.0  # a: extra similarity of two classes of the same group
@@ -113,30 +109,7 @@ CALIBRATION: dict[tuple[str, int], tuple[float, float]] = {
 DEFAULT_NOISE = (0.45, 0.45)
 
 
-class Lookalike(NamedTuple):
-    """Calibrated settings of the 'lookalike' geometry for one experiment and width."""
-
-    signal_std: float
-    nuisance_std: float
-    fraction: float  # share of each class's rows drawn as look-alikes of another class
-    pull: float  # how far towards the other class's mean a look-alike sits (0: own mean, 1: the other's)
-    offset: float  # norm of the (own class, other class)-specific offset that keeps look-alikes learnable
-
-
-GEOMETRIES = ("compact", "lookalike")
-# (experiment, width) -> Lookalike. Targets: the compact table's zero-label and all-labels
-# learner accuracies (within 3 points), and a third from the paper's curves: no
-# semi-supervision's top-1 at 0.1 labels/img in Fig 7 (Dog 54.5%, Vertebrate 80.7%).
-# Found by hand: learner fits of benchmarks/bench_standin_calibration.py
-# (--geometry=lookalike --curve=20,60,200; results/standin_calibration_lookalike.md), then
-# Dog and Vertebrate runs to 0.26 labels/img. The measurements, and why ImageNet100 has no
-# entry (at width 128 its ~1,000 class pairs' offsets are not learnable by the D-64-K
-# learner: all-labels top-1 stays at 78.6-83.6%), are in docs/reproduction_differences.md
-# ("Stand-in recalibration: the look-alike geometry").
-LOOKALIKE_CALIBRATION: dict[tuple[str, int], Lookalike] = {
-    ("imagenet_split_0", 128): Lookalike(0.36, 0.34, 0.15, 0.9, 10.0),
-    ("imagenet_split_1", 128): Lookalike(0.21, 0.21, 0.10, 0.9, 8.0),
-}
+GEOMETRIES = ("compact", "lookalike")  # see the module docstring and `jaxanno.data.lookalike`
 _CHUNK_ROWS = 8192  # rows drawn per block: bounds the temporaries at width 2048 to ~64 MB
 STALE_TEMP_SECONDS = 3600.0  # temp files older than this in the cache folder are debris of killed runs
 # Temp files of cache writes, ours only (the cache folder may be a user's folder): '<name>.features.npy.tmpXXXX'
@@ -190,21 +163,6 @@ def noise_levels(experiment: str | None, width: int) -> tuple[float, float]:
     return DEFAULT_NOISE
 
 
-def lookalike_settings(experiment: str | None, width: int) -> Lookalike:
-    """The calibrated 'lookalike' geometry of an experiment and width.
-
-    Raises:
-      DataError: no calibration for that experiment and width (named, with those that exist).
-    """
-    if (experiment, width) not in LOOKALIKE_CALIBRATION:
-        known = ", ".join(f"{e} at width {w}" for e, w in LOOKALIKE_CALIBRATION)
-        raise DataError(
-            f"data.standin_geometry='lookalike': no calibration for experiment {experiment!r} at width "
-            f"data.feature_dim={width}; calibrated: {known}. Use data.standin_geometry='compact' there"
-        )
-    return LOOKALIKE_CALIBRATION[(experiment, width)]
-
-
 def _seed(tag: str) -> int:
     return zlib.crc32(tag.encode())
 
@@ -215,15 +173,6 @@ def signal_basis(rng: np.random.Generator, width: int, num_classes: int) -> np.n
     return np.ascontiguousarray(q.T, np.float32)
 
 
-class LookalikeDraw(NamedTuple):
-    """Which rows are look-alikes, of which class, and the offsets that tell them apart."""
-
-    resembles: np.ndarray  # (M,) int32: the class a row looks like, -1 for a typical row
-    directions: np.ndarray  # (K, K, D) float32 unit-norm-on-average offset directions per (own, other) pair
-    pull: float
-    offset: float
-
-
 class Draw(NamedTuple):
     """The random parts of a stand-in set, before the noise levels are applied."""
 
@@ -232,7 +181,7 @@ class Draw(NamedTuple):
     means: np.ndarray  # (K, K) float32 class means in signal coordinates
     basis: np.ndarray  # (K, D) float32 orthonormal rows
     rng: np.random.Generator  # positioned at the first noise block
-    lookalike: LookalikeDraw | None = None  # None: the compact geometry
+    lookalikes: lookalike.Draw | None = None  # None: the compact geometry
 
 
 def draw(
@@ -241,11 +190,11 @@ def draw(
     n_prototype_per_class: int,
     width: int,
     seed: int,
-    lookalike: Lookalike | None = None,
+    settings: lookalike.Settings | None = None,
 ) -> Draw:
     """Labels, class means and signal basis of a stand-in set; `noise_blocks` continues it.
 
-    With `lookalike` the look-alike rows come from a stream of their own, so the compact
+    With look-alike `settings` their rows come from a stream of their own, so the compact
     part of the draw (basis, noise) is the same with and without them.
     """
     k = len(wnids)
@@ -258,28 +207,9 @@ def draw(
     labels = np.concatenate([np.repeat(np.arange(k), per_class), np.repeat(np.arange(k), n_prototype_per_class)])
     labels = labels.astype(np.int32)
     extra = None
-    if lookalike is not None:
-        extra = draw_lookalikes(
-            labels, gram, width, [seed, _seed(" ".join(wnids)), width, _seed("lookalike")], lookalike
-        )
+    if settings is not None:
+        extra = lookalike.draw(labels, gram, width, [seed, _seed(" ".join(wnids)), width, _seed("lookalike")], settings)
     return Draw(labels, int(np.sum(per_class)), means, basis, rng, extra)
-
-
-def draw_lookalikes(
-    labels: np.ndarray, gram: np.ndarray, width: int, seed: Sequence[int], settings: Lookalike
-) -> LookalikeDraw:
-    """A `settings.fraction` share of rows, each resembling another class picked in
-    proportion to its similarity (`class_similarity`, plus a small floor so every class
-    has some); offset directions are Gaussian with unit expected norm."""
-    k = gram.shape[0]
-    rng = np.random.default_rng(seed)
-    similarity = np.clip(gram - np.diag(np.diag(gram)), 0.0, None) + 1e-3 * (1.0 - np.eye(k))
-    cumulative = np.cumsum(similarity / similarity.sum(1, keepdims=True), axis=1)
-    is_lookalike = rng.random(labels.size) < settings.fraction
-    other = (cumulative[labels] < rng.random((labels.size, 1))).sum(1)
-    resembles = np.where(is_lookalike, np.minimum(other, k - 1), -1).astype(np.int32)
-    directions = (rng.standard_normal((k, k, width)) / np.sqrt(width)).astype(np.float32)
-    return LookalikeDraw(resembles, directions, settings.pull, settings.offset)
 
 
 def noise_blocks(d: Draw) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -308,14 +238,9 @@ def mean_rows(d: Draw, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | 
     look-alike offsets (None for the compact geometry)."""
     labels = d.labels[start:stop]
     rows = d.means[labels]
-    if d.lookalike is None:
+    if d.lookalikes is None:
         return rows, None
-    other = d.lookalike.resembles[start:stop]
-    look = other >= 0
-    rows[look] = (1 - d.lookalike.pull) * rows[look] + d.lookalike.pull * d.means[other[look]]
-    offsets = np.zeros((stop - start, d.basis.shape[1]), np.float32)
-    offsets[look] = d.lookalike.offset * d.lookalike.directions[labels[look], other[look]]
-    return rows, offsets
+    return rows, lookalike.shift(d.lookalikes, d.means, labels, rows, start)
 
 
 def feature_blocks(d: Draw, noise: tuple[float, float]) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -337,7 +262,7 @@ def generate(
     seed: int,
     noise: tuple[float, float],
     out: np.ndarray | None = None,
-    lookalike: Lookalike | None = None,
+    lookalikes: lookalike.Settings | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw a stand-in set.
 
@@ -346,17 +271,17 @@ def generate(
     span(U) the noise has std s, outside it std u. That is the distribution of "class mean
     plus noise of std s in K dims and u in D - K dims, then a random rotation", at
     O(M D K) cost instead of the O(M D^2) of materialising the rotation (125,689 x 2048
-    rows: a few seconds). The same arguments give identical features. With `lookalike`,
-    its rows are drawn as the module docstring says (`noise` is then usually its own).
+    rows: a few seconds). The same arguments give identical features. With `lookalikes`,
+    their rows are drawn as `jaxanno.data.lookalike` says (`noise` is then usually theirs).
 
     Args:
       out: optional (M, D) float32 array to write into.
-      lookalike: the 'lookalike' geometry's settings; None for the compact geometry.
+      lookalikes: the 'lookalike' geometry's settings; None for the compact geometry.
     Returns:
       features (M, D) float32 with items first then prototypes, labels (M,) int32 and
       is_prototype (M,) bool, where M = sum(per_class) + K * n_prototype_per_class.
     """
-    d = draw(wnids, per_class, n_prototype_per_class, width, seed, lookalike)
+    d = draw(wnids, per_class, n_prototype_per_class, width, seed, lookalikes)
     features = np.empty((d.labels.size, width), np.float32) if out is None else out
     for start, stop, block in feature_blocks(d, noise):
         features[start:stop] = block
@@ -407,13 +332,13 @@ def load(
         raise DataError(f"stand-in width data.feature_dim={width} must be at least the number of classes ({k})")
     if geometry not in GEOMETRIES:
         raise DataError(f"data.standin_geometry={geometry!r}: expected one of {list(GEOMETRIES)}")
-    lookalike = lookalike_settings(experiment, width) if geometry == "lookalike" else None
+    look = lookalike.settings(experiment, width) if geometry == "lookalike" else None
     per_class = class_counts(experiment, k, n_data_per_class)
-    noise = noise_levels(experiment, width) if lookalike is None else lookalike[:2]
+    noise = noise_levels(experiment, width) if look is None else look[:2]
     shape = (GROUP_AFFINITY, CONFUSION_AFFINITY, TAIL_DOF)
     tag = f"{' '.join(wnids)}|{per_class.tolist()}|{n_prototype_per_class}|{width}|{seed}|{noise}|{shape}|v2"
-    if lookalike is not None:  # compact sets keep the tag (and cache files) of earlier versions
-        tag += f"|lookalike{tuple(lookalike[2:])}"
+    if look is not None:  # compact sets keep the tag (and cache files) of earlier versions
+        tag += f"|lookalike{tuple(look[2:])}"
     name = hashlib.sha1(tag.encode()).hexdigest()[:16]
     folder = cache_dir(cache)
     paths = CacheFiles(*(folder / f"{name}.{suffix}" for suffix in ("features.npy", "labels.npy", "meta.json")))
@@ -423,7 +348,7 @@ def load(
     if problem is not None:
         if problem != ABSENT:
             warnings.warn(f"stand-in cache {folder / name}.*: {problem}; regenerating it", CacheWarning, stacklevel=3)
-        _write_cache(paths, tag, draw(wnids, per_class, n_prototype_per_class, width, seed, lookalike), noise)
+        _write_cache(paths, tag, draw(wnids, per_class, n_prototype_per_class, width, seed, look), noise)
     features = np.load(paths.features, mmap_mode="r")
     labels = np.load(paths.labels)
     return features, labels, int(per_class.sum())
