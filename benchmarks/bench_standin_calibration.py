@@ -199,14 +199,14 @@ def measure(
     features, labels, _ = standin.generate(
         prob.wnids, prob.per_class, prob.n_proto, prob.static.feature_dim, data_seed, noise, lookalikes=lookalike
     )
-    features, keys = jnp.asarray(features), _keys(learner_seeds)
+    features, device_labels, keys = jnp.asarray(features), jnp.asarray(labels), _keys(learner_seeds)
     uniform, truth = _posteriors(prob, labels)
-    out = _lists(_scores(prob.static, prob.params, features, jnp.asarray(labels), keys, uniform, truth))
+    out = _lists(_scores(prob.static, prob.params, features, device_labels, keys, uniform, truth))
     n = prob.static.num_items
     for per_class in curve:
         mask = _first_per_class(labels[:n], per_class)
         posterior = np.where(mask[:, None], truth, uniform)
-        top1 = _subset_scores(prob.static, prob.params, features, jnp.asarray(labels), keys, posterior, mask)
+        top1 = _subset_scores(prob.static, prob.params, features, device_labels, keys, posterior, mask)
         out[f"curve_{per_class}"] = np.asarray(top1, np.float64).tolist()
     return out
 
@@ -325,7 +325,7 @@ def table(
                 "signal_std": noise[0],
                 "nuisance_std": noise[1],
                 "geometry": geometry,
-                "lookalike": None if lookalike is None else lookalike._asdict(),
+                "lookalike": None if lookalike is None else _settings_dict(lookalike),
                 "calibrated": (experiment, width) in standin.CALIBRATION,
                 "target_zero_top1": target.zero,
                 "target_full_top1": target.full,
@@ -347,6 +347,17 @@ _MD_HEADER = (
     "| experiment | width | signal_std | nuisance_std | target 0 labels | measured 0 labels (top-5) "
     "| target all labels | measured all labels | within 3 pts |\n|---|---|---|---|---|---|---|---|---|"
 )
+
+
+def _settings_dict(given: lookalike_lib.Settings) -> dict[str, float]:
+    """The look-alike settings of a table row, by name."""
+    return {
+        "signal_std": given.signal_std,
+        "nuisance_std": given.nuisance_std,
+        "fraction": given.fraction,
+        "pull": given.pull,
+        "offset": given.offset,
+    }
 
 
 def _header(with_curve: bool) -> str:

@@ -86,8 +86,6 @@ def check_spec(spec: DataSpec) -> DataSpec:
             "stand-in features)"
         )
     _integer(spec.feature_dim, "data.feature_dim", 1)
-    if spec.standin_geometry not in STANDIN_GEOMETRIES:
-        raise DataError(f"data.standin_geometry={spec.standin_geometry!r}: expected one of {list(STANDIN_GEOMETRIES)}")
     if spec.source != "standin" and spec.standin_geometry != "compact":
         raise DataError(
             f"data.standin_geometry={spec.standin_geometry!r}: applies to stand-in features only, but the features "

@@ -200,7 +200,8 @@ def draw(
     k = len(wnids)
     if width < k:
         raise DataError(f"stand-in width data.feature_dim={width} must be at least the number of classes ({k})")
-    rng = np.random.default_rng([seed, _seed(" ".join(wnids)), width])
+    stream = [seed, _seed(" ".join(wnids)), width]
+    rng = np.random.default_rng(stream)
     gram = class_similarity(wnids)
     means = class_means(gram).astype(np.float32)
     basis = signal_basis(rng, width, k)
@@ -208,7 +209,7 @@ def draw(
     labels = labels.astype(np.int32)
     extra = None
     if settings is not None:
-        extra = lookalike.draw(labels, gram, width, [seed, _seed(" ".join(wnids)), width, _seed("lookalike")], settings)
+        extra = lookalike.draw(labels, gram, width, [*stream, _seed("lookalike")], settings)
     return Draw(labels, int(np.sum(per_class)), means, basis, rng, extra)
 
 
